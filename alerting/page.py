@@ -1,0 +1,70 @@
+"""What a page is, independent of how it leaves: the vocabulary every pager channel speaks.
+
+The gateway builds Pages; channels (MQTT two-way pager now; TAP and SNPP later) carry
+them and report acknowledgements back as Acks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+ACK_STATUSES = ("ack", "on_scene", "decline")
+SCREEN = 80  # characters on a numeric/alpha pager screen
+
+
+class AckError(ValueError):
+    """An acknowledgement that cannot be understood; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    responder: str
+    incident: str
+    tier: int
+    zone: str
+    text: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"incident": self.incident, "tier": self.tier, "zone": self.zone,
+             "responder": self.responder, "text": self.text, **self.extra}
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Page:
+        obj = orjson.loads(data)
+        known = {"incident", "tier", "zone", "responder", "text"}
+        return cls(responder=obj["responder"], incident=obj["incident"], tier=obj["tier"],
+                   zone=obj["zone"], text=obj["text"],
+                   extra={k: v for k, v in obj.items() if k not in known})
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    responder: str
+    incident: str
+    status: str  # one of ACK_STATUSES
+
+
+def decode_mqtt_ack(responder: str, payload: bytes) -> Ack:
+    """Parse ``page/<responder>/ack`` JSON; raise AckError naming what is wrong."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise AckError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise AckError("expected a JSON object")
+    incident, status = obj.get("incident"), obj.get("status")
+    if not isinstance(incident, str) or not incident:
+        raise AckError("'incident' must be a non-empty string")
+    if status not in ACK_STATUSES:
+        raise AckError(f"'status' must be one of {', '.join(ACK_STATUSES)}; got {status!r:.40}")
+    return Ack(responder=responder, incident=incident, status=status)
+
+
+def encode_mqtt_ack(ack: Ack) -> bytes:
+    return orjson.dumps({"incident": ack.incident, "status": ack.status})

@@ -1,0 +1,67 @@
+"""Codec for firegrid's native MQTT feed: ``firegrid/<site>/signal/<device>`` JSON (CONTRACT §3).
+
+Sans-IO: bytes in, Signal out, PayloadError with a reason otherwise. The MQTT
+transport lives in the gateway runtime; simulators use ``encode`` from the other side.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from drivers.signal import STATES, PayloadError, Signal
+
+MAX_PAYLOAD = 4096
+_KEYS = {"kind", "state", "value", "ts", "bearing_deg"}
+
+
+def _number(obj: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise PayloadError(f"{key!r} must be a finite number, got {v!r:.40}")
+    if not lo <= v <= hi:
+        raise PayloadError(f"{key!r} out of range [{lo}, {hi}]: {v}")
+    return float(v)
+
+
+def decode(device: str, payload: bytes) -> Signal:
+    """Parse one signal payload for ``device``; raise PayloadError naming what is wrong."""
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadError(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PayloadError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - _KEYS
+    if unknown:
+        raise PayloadError(f"unknown keys {sorted(unknown)!r:.80}")
+    state = obj.get("state")
+    if state not in STATES:
+        raise PayloadError(f"'state' must be one of {', '.join(STATES)}; got {state!r:.40}")
+    kind = obj.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise PayloadError(f"'kind' must be a string, got {kind!r:.40}")
+    return Signal(
+        device=device,
+        state=state,
+        kind=kind,
+        value=_number(obj, "value", -1e12, 1e12),
+        ts=_number(obj, "ts", 0, 4102444800),  # up to 2100-01-01
+        bearing_deg=_number(obj, "bearing_deg", -360, 360),
+    )
+
+
+def encode(sig: Signal) -> bytes:
+    """The payload a native device sends for ``sig`` (used by simulators)."""
+    body: dict[str, Any] = {"state": sig.state}
+    for key in ("kind", "value", "ts", "bearing_deg"):
+        v = getattr(sig, key)
+        if v is not None:
+            body[key] = v
+    return orjson.dumps(body)

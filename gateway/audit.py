@@ -1,0 +1,226 @@
+"""``firegrid audit``: the 10·30·60 report, read back from InfluxDB with InfluxQL.
+
+The figures come from the audit trail alone (CONTRACT §4), never from the gateway's
+memory, so an auditor gets the same numbers from any machine that can reach the
+database: locate = first ``located``, confirm = first ``confirmed`` or ``escalated``
+(an escalation meets the target but is shown apart as unverified), in place = first
+``on_scene``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.influx import InfluxClient, InfluxQueryError, InfluxTarget, InfluxUnreachable
+from gateway.model import NS
+from gateway.mqtt_link import Unreachable
+
+_SINCE = re.compile(r"^\d+(s|m|h|d|w)$")
+SLAS = ("locate", "confirm", "in_place")
+
+
+@dataclass
+class IncidentReport:
+    site: str
+    incident: str
+    zone: str | None
+    t0: float
+    locate_s: float | None = None
+    confirm_s: float | None = None
+    in_place_s: float | None = None
+    unverified: bool = False  # confirmed by escalation
+    dismissed: bool = False
+    closed: bool = False
+    breaches: list[str] = field(default_factory=list)
+    met: dict[str, bool | None] = field(default_factory=dict)
+
+    @property
+    def compliant(self) -> bool:
+        return all(v is not False for v in self.met.values())
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def fetch(client: InfluxClient, *, site: str | None, since: str) -> list[IncidentReport]:
+    """First time of every stage per incident, as one grouped InfluxQL query."""
+    if not _SINCE.match(since):
+        raise ValueError(f"--since must look like 30m, 24h or 7d, not {since!r}")
+    where = f"time >= now() - {since}"
+    if site:
+        if not re.fullmatch(r"[a-z0-9-]+", site):
+            raise ValueError(f"--site must match [a-z0-9-]+, not {site!r}")
+        where += f" AND \"site\" = '{site}'"
+    series = await client.query(
+        f'SELECT min("elapsed_s") AS "e" FROM "incident_step" WHERE {where} '
+        'GROUP BY "site", "incident", "stage", "zone"'
+    )
+    first: dict[tuple[str, str], dict[str, tuple[float, int, str | None]]] = {}
+    for s in series:
+        tags = s["tags"]
+        key = (tags.get("site", ""), tags.get("incident", ""))
+        stage, zone = tags.get("stage", ""), tags.get("zone") or None
+        for t_ns, e in s["values"]:
+            if e is None:
+                continue
+            prev = first.setdefault(key, {}).get(stage)
+            if prev is None or e < prev[0]:
+                first[key][stage] = (float(e), int(t_ns), zone)
+    reports = []
+    for (site_name, incident), stages in first.items():
+        if "detected" not in stages:
+            continue  # began before the window
+        e_det, t_det, zone = stages["detected"]
+        located = stages.get("located")
+        rep = IncidentReport(site=site_name, incident=incident,
+                             zone=located[2] if located else zone,
+                             t0=(t_det - round(e_det * NS)) / NS)
+        rep.locate_s = located[0] if located else None
+        decided = [stages[s] for s in ("confirmed", "escalated") if s in stages]
+        if decided:
+            best = min(decided)
+            rep.confirm_s = best[0]
+            rep.unverified = "escalated" in stages and (
+                "confirmed" not in stages or stages["escalated"][0] < stages["confirmed"][0])
+        rep.in_place_s = stages["on_scene"][0] if "on_scene" in stages else None
+        rep.dismissed = "dismissed" in stages
+        rep.closed = "closed" in stages
+        reports.append(rep)
+    reports.sort(key=lambda r: (r.site, r.t0))
+    return reports
+
+
+async def fetch_breaches(client: InfluxClient, reports: list[IncidentReport], *,
+                         since: str) -> None:
+    series = await client.query(
+        f'SELECT "sla" FROM "incident_step" WHERE time >= now() - {since} '
+        "AND \"stage\" = 'breach' GROUP BY \"site\", \"incident\"")
+    by_key = {(r.site, r.incident): r for r in reports}
+    for s in series:
+        rep = by_key.get((s["tags"].get("site", ""), s["tags"].get("incident", "")))
+        if rep is not None:
+            rep.breaches = sorted({v[1] for v in s["values"] if v[1]})
+
+
+def judge(rep: IncidentReport, targets: tuple[float, float, float]) -> None:
+    """Met, missed or not applicable (None) for each target."""
+    loc_t, conf_t, place_t = targets
+    rep.met["locate"] = None if rep.locate_s is None and rep.dismissed else (
+        rep.locate_s is not None and rep.locate_s <= loc_t)
+    if rep.dismissed:
+        rep.met["confirm"] = None
+        rep.met["in_place"] = None
+        return
+    rep.met["confirm"] = rep.confirm_s is not None and rep.confirm_s <= conf_t
+    if rep.in_place_s is None and rep.closed:
+        rep.met["in_place"] = None if "in_place" not in rep.breaches else False
+    else:
+        rep.met["in_place"] = rep.in_place_s is not None and rep.in_place_s <= place_t
+
+
+def summarise(reports: list[IncidentReport]) -> dict[str, Any]:
+    sites: dict[str, Any] = {}
+    for name in sorted({r.site for r in reports}):
+        mine = [r for r in reports if r.site == name]
+        entry: dict[str, Any] = {
+            "incidents": len(mine),
+            "dismissed": sum(r.dismissed for r in mine),
+            "unverified": sum(r.unverified for r in mine),
+            "compliant": sum(r.compliant for r in mine),
+        }
+        for sla in SLAS:
+            vals = [getattr(r, f"{sla}_s") for r in mine if getattr(r, f"{sla}_s") is not None]
+            entry[sla] = {"n": len(vals), "p50": percentile(vals, 50),
+                          "p95": percentile(vals, 95), "max": max(vals) if vals else None,
+                          "missed": sum(r.met.get(sla) is False for r in mine)}
+        sites[name] = entry
+    return sites
+
+
+async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
+                    targets: tuple[float, float, float], out: Any = None) -> int:
+    out = out or sys.stdout
+    target = InfluxTarget.parse(influx_url)
+    async with InfluxClient(target) as client:
+        try:
+            reports = await fetch(client, site=site, since=since)
+            await fetch_breaches(client, reports, since=since)
+        except InfluxUnreachable as exc:
+            raise Unreachable(str(exc)) from None
+        except InfluxQueryError as exc:
+            if "database not found" in str(exc):
+                reports = []
+            else:
+                raise Unreachable(f"InfluxDB query failed: {exc}") from None
+    for rep in reports:
+        judge(rep, targets)
+    doc = {
+        "since": since, "site": site,
+        "targets": dict(zip(("locate_s", "confirm_s", "in_place_s"), targets, strict=True)),
+        "incidents": [asdict(r) | {"compliant": r.compliant} for r in reports],
+        "sites": summarise(reports),
+    }
+    if fmt == "json":
+        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        render_table(doc, out)
+    return 0
+
+
+def _sec(v: float | None, met: bool | None) -> str:
+    if v is None:
+        return "—" if met is None else "[red]never[/red]"
+    text = f"{v:.2f}"
+    return text if met is not False else f"[red]{text}[/red]"
+
+
+def render_table(doc: dict[str, Any], out: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, width=120)
+    t = doc["targets"]
+    table = Table(title=f"10·30·60 report, last {doc['since']} "
+                  f"(targets {t['locate_s']:g} / {t['confirm_s']:g} / {t['in_place_s']:g} s)")
+    for col in ("site", "incident", "zone", "locate s", "confirm s", "in place s", "notes"):
+        table.add_column(col, justify="right" if col.endswith(" s") else "left")
+    for r in doc["incidents"]:
+        notes = []
+        if r["dismissed"]:
+            notes.append("dismissed")
+        if r["unverified"]:
+            notes.append("escalated (unverified)")
+        if r["breaches"]:
+            notes.append("breach: " + ",".join(r["breaches"]))
+        notes.append("ok" if r["compliant"] else "[red]MISSED[/red]")
+        met = r["met"]
+        table.add_row(r["site"], r["incident"], r["zone"] or "?",
+                      _sec(r["locate_s"], met.get("locate")),
+                      _sec(r["confirm_s"], met.get("confirm")),
+                      _sec(r["in_place_s"], met.get("in_place")), "; ".join(notes))
+    console.print(table)
+    summary = Table(title="per site")
+    for col in ("site", "incidents", "compliant", "dismissed", "unverified",
+                "locate p50/p95", "confirm p50/p95", "in place p50/p95"):
+        summary.add_column(col)
+    for name, s in doc["sites"].items():
+        def pp(sla: str, s: dict[str, Any] = s) -> str:
+            a, b = s[sla]["p50"], s[sla]["p95"]
+            return "—" if a is None else f"{a:.2f} / {b:.2f}"
+        summary.add_row(name, str(s["incidents"]), str(s["compliant"]), str(s["dismissed"]),
+                        str(s["unverified"]), pp("locate"), pp("confirm"), pp("in_place"))
+    console.print(summary)
+    if not doc["incidents"]:
+        console.print("no incidents in this window")

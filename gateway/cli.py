@@ -1,0 +1,170 @@
+"""``firegrid`` command line (CONTRACT §1): run, check-config, audit, demo.
+
+Operators see one line and an exit code for every failure they can fix themselves:
+2 for a bad config or argument, 3 for a server that cannot be reached; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.config import ConfigError, Site, load_site
+from gateway.logs import setup_logging
+from gateway.mqtt_link import MqttTarget, Unreachable
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="firegrid: community fire-alarm gateway under the 10·30·60 rule.")
+
+
+class Fail(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _site(path: Path) -> Site:
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        raise Fail("\n".join(exc.lines()), EXIT_CONFIG) from None
+
+
+def resolve_urls(site: Site, mqtt: str | None, influx: str | None) -> tuple[str, str]:
+    """Flag, then environment, then file (CONTRACT §1)."""
+    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT") or site.mqtt
+    influx_url = influx or os.environ.get("FIREGRID_INFLUX") or site.influx
+    if not mqtt_url:
+        raise Fail("no MQTT broker: give --mqtt, FIREGRID_MQTT or mqtt: in the site file",
+                   EXIT_CONFIG)
+    if not influx_url:
+        raise Fail("no InfluxDB: give --influx, FIREGRID_INFLUX or influx: in the site file",
+                   EXIT_CONFIG)
+    return mqtt_url, influx_url
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site YAML file")],
+    mqtt: Annotated[str | None, typer.Option(help="mqtt://user:pass@host:port")] = None,
+    influx: Annotated[str | None, typer.Option(help="http://host:8086/<database>")] = None,
+    journal: Annotated[Path | None, typer.Option(help="journal file (SQLite)")] = None,
+) -> None:
+    """Run the gateway in the foreground until SIGINT or SIGTERM."""
+    from gateway.influx import InfluxTarget
+    from gateway.runtime import Gateway
+
+    site = _site(config)
+    mqtt_url, influx_url = resolve_urls(site, mqtt, influx)
+    try:
+        mqtt_t = MqttTarget.parse(mqtt_url)
+        influx_t = InfluxTarget.parse(influx_url)
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_CONFIG) from None
+    journal_path = (journal or os.environ.get("FIREGRID_JOURNAL") or site.journal
+                    or f"{site.site}.journal.sqlite3")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            gw = Gateway(site, mqtt_t, influx_t, journal_path)
+        except Exception as exc:  # journal cannot be opened: a config-level problem
+            raise Fail(f"journal {journal_path}: {exc}", EXIT_CONFIG) from None
+        await gw.run(stop)
+
+    try:
+        asyncio.run(main())
+    except Unreachable as exc:
+        raise Fail(str(exc), EXIT_UNREACHABLE) from None
+
+
+@app.command("check-config")
+def check_config(file: Annotated[Path, typer.Argument(help="site YAML file")]) -> None:
+    """Exit 0 if the site file is valid; else print each problem with its place, exit 2."""
+    site = _site(file)
+    typer.echo(f"{file}: ok: site {site.site}, {len(site.zones)} zones, "
+               f"{len(site.devices)} devices, {len(site.responders)} responders, "
+               f"{len(site.tiers)} tiers")
+
+
+@app.command()
+def audit(
+    influx: Annotated[str | None, typer.Option(help="http://host:8086/<database>")] = None,
+    site: Annotated[str | None, typer.Option(help="only this site")] = None,
+    since: Annotated[str, typer.Option(help="look back this far: 30m, 24h, 7d")] = "24h",
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    locate_s: Annotated[float, typer.Option(help="target for locate")] = 10.0,
+    confirm_s: Annotated[float, typer.Option(help="target for confirm")] = 30.0,
+    in_place_s: Annotated[float, typer.Option(help="target for in place")] = 60.0,
+) -> None:
+    """The 10·30·60 report from InfluxDB: per incident, then per-site percentiles."""
+    from gateway.audit import run_audit
+
+    influx_url = influx or os.environ.get("FIREGRID_INFLUX")
+    if not influx_url:
+        raise Fail("no InfluxDB: give --influx or FIREGRID_INFLUX", EXIT_CONFIG)
+    if fmt not in ("table", "json"):
+        raise Fail(f"--format must be table or json, not {fmt!r}", EXIT_CONFIG)
+    try:
+        code = asyncio.run(run_audit(influx_url, site=site, since=since, fmt=fmt,
+                                     targets=(locate_s, confirm_s, in_place_s)))
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_CONFIG) from None
+    except Unreachable as exc:
+        raise Fail(str(exc), EXIT_UNREACHABLE) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    mqtt: Annotated[str | None, typer.Option(help="use this broker, do not start one")] = None,
+    influx: Annotated[str | None, typer.Option(help="use this InfluxDB instead")] = None,
+    time_scale: Annotated[float, typer.Option(help="run the scenario faster (>1)")] = 1.0,
+) -> None:
+    """The whole system on one machine: broker, database, gateway, detectors and responders."""
+    from gateway.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(mqtt=mqtt, influx=influx, time_scale=time_scale))
+    except Unreachable as exc:
+        raise Fail(str(exc), EXIT_UNREACHABLE) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    setup_logging()
+    try:
+        app(standalone_mode=False)
+    except Fail as exc:
+        text = str(exc)
+        print(text if "\n" in text else f"firegrid: {text}", file=sys.stderr)
+        sys.exit(exc.code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_CONFIG)
+        raise
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -1,0 +1,350 @@
+"""Site configuration (CONTRACT §2): parsed with pydantic, every problem reported with its place.
+
+A duty room edits these files by hand, so a mistake must be reported as
+``devices[3].x: field required (line 41)`` rather than as a traceback, and a
+misspelt key must be an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEVICE_KINDS = ("smoke", "heat", "co", "gas", "flame", "manual", "camera", "temperature")
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MQTT-topic safe: no '/', '+', '#', spaces
+
+# Radius (metres) a detector of each kind watches; the first position's error_m.
+DEFAULT_RADIUS_M: dict[str, float] = {
+    "smoke": 6.4,  # GB 50116: about 60-80 m^2 per point smoke detector
+    "heat": 4.4,  # about 20-30 m^2 per point heat detector
+    "co": 6.4,
+    "gas": 4.0,
+    "flame": 10.0,
+    "manual": 3.0,  # a person stood at the call point
+    "camera": 15.0,
+    "temperature": 4.4,
+}
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SLA(Strict):
+    locate_s: float = Field(10.0, gt=0)
+    confirm_s: float = Field(30.0, gt=0)
+    in_place_s: float = Field(60.0, gt=0)
+
+
+class Zone(Strict):
+    id: str = Field(pattern=ID)
+    name: str | None = None
+    building: str | None = None
+    floor: int
+    polygon: list[tuple[float, float]] = Field(min_length=3)
+    worker: str | None = None
+    ask_human: bool = False
+
+
+class Device(Strict):
+    id: str = Field(pattern=ID)
+    kind: Literal[DEVICE_KINDS]  # type: ignore[valid-type]
+    floor: int
+    x: float
+    y: float
+    name: str | None = None
+    feed: str | None = None
+    ref: str | None = None
+    radius_m: float | None = Field(None, gt=0)
+    azimuth_deg: float | None = None
+    fov_deg: float | None = Field(None, gt=0, le=360)
+    scale: float = 1.0
+    alarm_at: float | None = None
+    clear_at: float | None = None
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> Device:
+        both = self.alarm_at is not None and self.clear_at is not None
+        if both and self.clear_at > self.alarm_at:  # type: ignore[operator]
+            raise ValueError("clear_at must not be above alarm_at")
+        return self
+
+    @property
+    def radius(self) -> float:
+        return self.radius_m if self.radius_m is not None else DEFAULT_RADIUS_M[self.kind]
+
+
+class _FeedBase(Strict):
+    name: str = Field(pattern=ID)
+
+
+class Zigbee2MqttFeed(_FeedBase):
+    type: Literal["zigbee2mqtt"]
+    base_topic: str = "zigbee2mqtt"
+
+
+class FrigateFeed(_FeedBase):
+    type: Literal["frigate"]
+    base_topic: str = "frigate"
+
+
+class PanelPrinterFeed(_FeedBase):
+    type: Literal["panel-printer"]
+    port: str
+    baud: int = 9600
+    dialect: Literal["gst", "lida", "edwards", "notifier", "simplex"] = "gst"
+
+
+class Gb26875Feed(_FeedBase):
+    type: Literal["gb26875"]
+    listen: str = Field(pattern=r"^[^:]+:\d+$")
+
+
+class ModbusFeed(_FeedBase):
+    type: Literal["modbus"]
+    port: str
+    baud: int = 9600
+    poll_s: float = Field(1.0, gt=0)
+    registers: Literal["holding", "input"] = "holding"
+
+
+Feed = Annotated[
+    Zigbee2MqttFeed | FrigateFeed | PanelPrinterFeed | Gb26875Feed | ModbusFeed,
+    Field(discriminator="type"),
+]
+
+
+class MqttPager(Strict):
+    type: Literal["mqtt"]
+
+
+class TapPager(Strict):
+    type: Literal["tap"]
+    port: str | int | None = None
+    host: str | None = None
+    baud: int = 9600
+    password: str = "000000"
+    pager_id: str
+
+
+class SnppPager(Strict):
+    type: Literal["snpp"]
+    host: str
+    port: int = 444
+    pager_id: str
+
+
+Pager = Annotated[MqttPager | TapPager | SnppPager, Field(discriminator="type")]
+
+
+class Responder(Strict):
+    id: str = Field(pattern=ID)
+    name: str | None = None
+    tier: int = Field(ge=0)
+    pager: Pager | None = None
+
+
+class Tier(Strict):
+    tier: int = Field(ge=1)
+    ack_timeout_s: float = Field(gt=0)
+
+
+class Site(Strict):
+    site: str = Field(pattern=r"^[a-z0-9-]+$")
+    sla: SLA = SLA()
+    zones: list[Zone] = Field(min_length=1)
+    devices: list[Device] = Field(default_factory=list)
+    responders: list[Responder] = Field(default_factory=list)
+    tiers: list[Tier] = Field(default_factory=list)
+    feeds: list[Feed] = Field(default_factory=list)
+    mqtt: str | None = None
+    influx: str | None = None
+    journal: str | None = None
+
+    def device(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def responder(self, responder_id: str) -> Responder | None:
+        return self._responders.get(responder_id)
+
+    def zone(self, zone_id: str) -> Zone:
+        return self._zones[zone_id]
+
+    def tier(self, tier: int) -> Tier | None:
+        return self._tiers.get(tier)
+
+    def tier_members(self, tier: int) -> list[Responder]:
+        return [r for r in self.responders if r.tier == tier]
+
+    @property
+    def max_tier(self) -> int:
+        return max((t.tier for t in self.tiers), default=0)
+
+    def model_post_init(self, context: Any) -> None:
+        object.__setattr__(self, "_devices", {d.id: d for d in self.devices})
+        object.__setattr__(self, "_responders", {r.id: r for r in self.responders})
+        object.__setattr__(self, "_zones", {z.id: z for z in self.zones})
+        object.__setattr__(self, "_tiers", {t.tier: t for t in self.tiers})
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``problems`` are ``(place, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.lines()[0] if problems else source)
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {place}: {msg}" if place else f"{self.source}: {msg}"
+                for place, msg in self.problems]
+
+
+def format_loc(loc: Iterable[Any]) -> str:
+    """('devices', 3, 'x') -> 'devices[3].x'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _cross_check(site: Site) -> list[tuple[str, str]]:
+    """Problems no single field shows: duplicate ids and references to things that do not exist."""
+    problems: list[tuple[str, str]] = []
+    for key, items, attr in (
+        ("zones", site.zones, "id"),
+        ("devices", site.devices, "id"),
+        ("responders", site.responders, "id"),
+        ("feeds", site.feeds, "name"),
+        ("tiers", site.tiers, "tier"),
+    ):
+        seen: dict[Any, int] = {}
+        for i, item in enumerate(items):
+            value = getattr(item, attr)
+            if value in seen:
+                first = f"{key}[{seen[value]}]"
+                problems.append((f"{key}[{i}].{attr}", f"duplicate {value!r} (first at {first})"))
+            seen.setdefault(value, i)
+    responders = {r.id for r in site.responders}
+    feeds = {f.name for f in site.feeds}
+    tiers = {t.tier for t in site.tiers}
+    floors = {z.floor for z in site.zones}
+    for i, z in enumerate(site.zones):
+        if z.worker is not None and z.worker not in responders:
+            problems.append((f"zones[{i}].worker", f"no responder with id {z.worker!r}"))
+    for i, d in enumerate(site.devices):
+        if d.feed is not None and d.feed not in feeds:
+            problems.append((f"devices[{i}].feed", f"no feed named {d.feed!r}"))
+        if d.feed is not None and not d.ref:
+            problems.append((f"devices[{i}].ref", f"required for a device on feed {d.feed!r}"))
+        if d.feed is None and d.ref is not None:
+            problems.append((f"devices[{i}].ref", "only devices with a feed take a ref"))
+        if d.floor not in floors:
+            problems.append((f"devices[{i}].floor", f"no zone on floor {d.floor}"))
+    for i, r in enumerate(site.responders):
+        if r.tier >= 1 and r.tier not in tiers:
+            problems.append((f"responders[{i}].tier", f"no tiers entry for tier {r.tier}"))
+    for i, t in enumerate(site.tiers):
+        if not any(r.tier == t.tier for r in site.responders):
+            problems.append((f"tiers[{i}].tier", f"no responder in tier {t.tier}"))
+    return problems
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each YAML path (('devices', 3, 'x')) to its 1-based line, for error messages."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                lines[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, (*path, i))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _with_line(place: str, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{place} (line {lines[loc[:n]]})"
+    return place
+
+
+def _parse_place(place: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", place))
+
+
+def parse_site(text: str, source: str = "<config>") -> Site:
+    """Parse YAML text into a Site, or raise ConfigError listing every problem with its place."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, [(where, f"not valid YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", "expected a mapping at the top (site:, zones:, ...)")])
+    lines = _line_map(text)
+    try:
+        site = Site.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _strip_union_tags(tuple(err["loc"]))
+            msg = err["msg"]
+            msg = msg[0].lower() + msg[1:] if msg else msg
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append((_with_line(format_loc(loc), loc, lines), msg))
+        raise ConfigError(source, problems) from None
+    problems = _cross_check(site)
+    if problems:
+        raise ConfigError(
+            source, [(_with_line(p, _parse_place(p), lines), m) for p, m in problems]
+        )
+    return site
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """pydantic puts a discriminated union's tag ('tap', 'modbus') into the loc; drop it."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        after_pager = i >= 1 and loc[i - 1] == "pager"
+        after_feed = i >= 2 and loc[i - 2] == "feeds" and isinstance(loc[i - 1], int)
+        if isinstance(part, str) and (after_pager or after_feed):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and parse a site file; a missing or unreadable file is a ConfigError too."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(str(p), [("", f"cannot read file: {reason}")]) from None
+    return parse_site(text, str(p))

@@ -1,0 +1,116 @@
+"""The gateway's vocabulary: audit steps, outgoing messages and the engine's decisions.
+
+A Step is the unit of the audit trail (CONTRACT §4): journaled first, then sent to
+InfluxDB with the same timestamp. The engine's state is rebuilt by re-applying steps,
+so a step must carry everything its stage changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from alerting.page import Page
+
+NS = 1_000_000_000
+
+# Stages of CONTRACT §4 plus the ones firegrid adds (documented in docs/audit.md).
+STAGES = (
+    "detected", "located", "queued", "confirmed", "dismissed", "escalated",
+    "paged", "acked", "on_scene", "breach", "closed",
+    "declined", "unanswered", "refused",
+)
+
+
+@dataclass(slots=True)
+class Step:
+    incident: str
+    stage: str
+    t_ns: int  # when it happened (gateway clock), unix nanoseconds
+    t0_ns: int  # T0 of the incident
+    zone: str | None = None
+    responder: str | None = None
+    tier: int | None = None
+    device: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # journal sequence number, once stored
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.t_ns - self.t0_ns) / NS
+
+    def tags(self) -> dict[str, str]:
+        tags = {"incident": self.incident, "stage": self.stage}
+        if self.zone:
+            tags["zone"] = self.zone
+        if self.responder:
+            tags["responder"] = self.responder
+        if self.tier is not None:
+            tags["tier"] = str(self.tier)
+        if self.device:
+            tags["device"] = self.device
+        return tags
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "incident": self.incident, "stage": self.stage, "t_ns": self.t_ns,
+            "t0_ns": self.t0_ns, "zone": self.zone, "responder": self.responder,
+            "tier": self.tier, "device": self.device, "fields": self.fields,
+        })
+
+    @classmethod
+    def from_json(cls, data: bytes | str, seq: int | None = None) -> Step:
+        obj = orjson.loads(data)
+        return cls(seq=seq, **obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """An MQTT message under ``firegrid/<site>/``; durable ones go through the journal outbox."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device: str
+    state: str  # normal, alarm, fault, trouble, offline, disabled
+    since_ns: int
+    kind: str | None = None
+
+    def payload(self) -> bytes:
+        return orjson.dumps({"device": self.device, "state": self.state, "kind": self.kind,
+                             "since": self.since_ns / NS})
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What the engine wants done, in order: record ``steps`` durably, then send the rest."""
+
+    steps: list[Step] = field(default_factory=list)
+    publishes: list[Publish] = field(default_factory=list)
+    pages: list[Page] = field(default_factory=list)
+    devices: list[DeviceState] = field(default_factory=list)
+
+    def extend(self, other: Decisions) -> None:
+        self.steps.extend(other.steps)
+        self.publishes.extend(other.publishes)
+        self.pages.extend(other.pages)
+        self.devices.extend(other.devices)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.publishes or self.pages or self.devices)
+
+
+class Refused(Exception):
+    """An input the engine will not act on (unknown incident, late reply, ...); counted, logged."""
+
+    def __init__(self, reason: str, kind: str = "refused"):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind

@@ -1,0 +1,285 @@
+"""The running gateway: MQTT in, the pure engine, the journal, then MQTT and InfluxDB out.
+
+One asyncio task processes inputs in batches: each batch goes through the engine,
+its steps (with the pages and requests they cause) are committed to the journal in
+one transaction, and only then does anything leave the gateway. Alarms, replies and
+acknowledgements wait in their own queue and always go first; telemetry waits in a
+bounded one and is shed, counted, when the gateway cannot keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from alerting.page import AckError, decode_mqtt_ack
+from drivers import native
+from drivers.signal import PayloadError, Signal
+from gateway.config import Site
+from gateway.engine import OPEN, Engine
+from gateway.forwarder import Forwarder
+from gateway.influx import InfluxClient, InfluxTarget, InfluxUnreachable
+from gateway.journal import Journal
+from gateway.metrics import Metrics
+from gateway.model import NS, Decisions, Refused
+from gateway.mqtt_link import MqttLink, MqttTarget, Unreachable
+
+log = structlog.get_logger("firegrid.gateway")
+
+BATCH = 512  # inputs per journal transaction at most
+TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
+
+
+@dataclass(slots=True)
+class Inbound:
+    kind: str  # signal, reply, ack, close
+    received_ns: int
+    data: Any
+
+
+class Gateway:
+    def __init__(self, site: Site, mqtt: MqttTarget, influx: InfluxTarget,
+                 journal_path: str | Path, *, clock: Callable[[], int] = time.time_ns,
+                 client_id: str | None = None):
+        self.site = site
+        self.clock = clock
+        self.metrics = Metrics()
+        self.journal = Journal(journal_path)
+        self.engine = Engine(site)
+        self.engine.restore(self.journal.open_steps(), self.journal.devices(),
+                            self.journal.counter())
+        self.influx_target = influx
+        self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
+                             client_id)
+        self.urgent: deque[Inbound] = deque()
+        self.normal: deque[Inbound] = deque()
+        self._wake = asyncio.Event()
+        self._processed = asyncio.Event()
+        self.forwarder: Forwarder | None = None
+        self.started = asyncio.Event()
+        self._outbox_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ run
+
+    async def check(self) -> None:
+        """Both servers reachable at start, or Unreachable with one line saying which."""
+        await self.mqtt.check()
+        async with InfluxClient(self.influx_target) as client:
+            try:
+                await client.ping()
+                await client.ensure_database()
+            except InfluxUnreachable as exc:
+                raise Unreachable(str(exc)) from None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.check()
+        restored = self.engine.open_incidents()
+        if restored:
+            log.info("resumed open incidents from the journal",
+                     incidents=[i.id for i in restored])
+        self._warn_unimplemented()
+        async with InfluxClient(self.influx_target) as client:
+            self.forwarder = Forwarder(self.journal, client, self.site.site, self.metrics)
+            tasks = [
+                asyncio.create_task(self.mqtt.run(), name="mqtt"),
+                asyncio.create_task(self._process_loop(), name="engine"),
+                asyncio.create_task(self.forwarder.run(), name="influx"),
+                asyncio.create_task(self._health_loop(), name="health"),
+            ]
+            self.started.set()
+            log.info("gateway running", site=self.site.site, broker=self.mqtt.target.redacted(),
+                     influx=self.influx_target.redacted(), journal=str(self.journal.path))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            # drain what is already in hand so a clean stop loses nothing
+            await self._process_batch()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.forwarder.flush(), 3)
+            await self.mqtt.say_offline()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            stopper.cancel()
+        self.journal.close()
+        log.info("gateway stopped", **self.metrics.snapshot())
+
+    def _warn_unimplemented(self) -> None:
+        for feed in self.site.feeds:
+            log.warning("feed type not read by this version; its devices stay silent",
+                        feed=feed.name, type=feed.type)
+        for r in self.site.responders:
+            if r.pager is not None and r.pager.type != "mqtt":
+                log.warning("pager type not sent by this version; paging on MQTT instead",
+                            responder=r.id, type=r.pager.type)
+
+    # -------------------------------------------------------------- inbound
+
+    def _on_message(self, topic: str, payload: bytes, received_ns: int) -> None:
+        """Parse at once (cheap) so alarms can jump the queue; bad input is counted here."""
+        try:
+            item = self._parse(topic, payload, received_ns)
+        except (PayloadError, AckError) as exc:
+            self.metrics.drop("bad_payload")
+            log.warning("dropped message", topic=topic, reason=str(exc), size=len(payload))
+            return
+        if item is None:
+            return
+        urgent = item.kind != "signal" or item.data.state in ("alarm", "fault")
+        if urgent:
+            self.urgent.append(item)
+        elif len(self.normal) >= TELEMETRY_QUEUE:
+            self.metrics.drop("shed_overload")
+            return
+        else:
+            self.normal.append(item)
+        self._wake.set()
+
+    def _parse(self, topic: str, payload: bytes, received_ns: int) -> Inbound | None:
+        parts = topic.split("/")
+        if len(parts) == 2 and parts[0] == "signal":
+            return Inbound("signal", received_ns, native.decode(parts[1], payload))
+        if len(parts) == 3 and parts[0] == "confirm" and parts[2] == "reply":
+            obj = _json_object(payload)
+            decision, by = obj.get("decision"), obj.get("by")
+            if decision not in ("confirm", "dismiss") or not isinstance(by, str):
+                raise PayloadError("reply needs decision confirm|dismiss and by: <responder>")
+            return Inbound("reply", received_ns, (parts[1], decision, by))
+        if len(parts) == 3 and parts[0] == "page" and parts[2] == "ack":
+            return Inbound("ack", received_ns, decode_mqtt_ack(parts[1], payload))
+        if len(parts) == 3 and parts[0] == "incident" and parts[2] == "close":
+            obj = _json_object(payload)
+            by, reason = obj.get("by"), obj.get("reason", "")
+            if not isinstance(by, str) or not isinstance(reason, str):
+                raise PayloadError("close needs by: <responder> and reason: <text>")
+            return Inbound("close", received_ns, (parts[1], by, reason))
+        self.metrics.drop("unknown_topic")
+        log.warning("dropped message", topic=topic, reason="unknown topic")
+        return None
+
+    # ----------------------------------------------------------- processing
+
+    async def _process_loop(self) -> None:
+        while True:
+            if not self.urgent and not self.normal:
+                deadline = self.engine.next_deadline_ns()
+                timeout = None if deadline is None else max(0.0, (deadline - self.clock()) / NS)
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._process_batch()
+
+    async def _process_batch(self) -> None:
+        out = Decisions()
+        n = 0
+        while n < BATCH and (self.urgent or self.normal):
+            item = self.urgent.popleft() if self.urgent else self.normal.popleft()
+            n += 1
+            try:
+                out.extend(self._handle(item))
+            except Refused as exc:
+                self.metrics.drop(exc.kind)
+                log.warning("refused", input=item.kind, reason=exc.reason)
+        out.extend(self.engine.tick(self.clock()))
+        if n:
+            self.metrics.inc("inputs", n)
+        if not out:
+            return
+        await self._commit_and_send(out)
+        self._processed.set()
+
+    def _handle(self, item: Inbound) -> Decisions:
+        now = self.clock()
+        if item.kind == "signal":
+            sig: Signal = item.data
+            return self.engine.signal(sig, now, item.received_ns)
+        if item.kind == "reply":
+            incident, decision, by = item.data
+            return self.engine.reply(incident, decision, by, now)
+        if item.kind == "ack":
+            ack = item.data
+            return self.engine.ack(ack.responder, ack.incident, ack.status, now)
+        incident, by, reason = item.data
+        return self.engine.close(incident, by, reason, now)
+
+    async def _commit_and_send(self, out: Decisions) -> None:
+        outbox: list[tuple[str, str, bytes, bool]] = []
+        plain = []
+        for p in out.publishes:
+            if p.durable:
+                outbox.append(("publish", p.topic, p.payload, p.retain))
+            else:
+                plain.append(p)
+        for page in out.pages:
+            outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
+        self.journal.commit(out.steps, outbox, out.devices)
+        self.metrics.inc("steps", len(out.steps))
+        for step in out.steps:
+            log.info("step", incident=step.incident, stage=step.stage,
+                     elapsed_s=round(step.elapsed_s, 3), zone=step.zone,
+                     responder=step.responder, tier=step.tier, device=step.device)
+        if self.forwarder is not None and out.steps:
+            self.forwarder.wake.set()
+        # pages and confirm requests first, then the retained state (latest per topic)
+        if outbox:
+            await self._flush_outbox()
+        latest: dict[str, Any] = {}
+        for p in plain:
+            latest.pop(p.topic, None)
+            latest[p.topic] = p
+        if self.mqtt.client is not None:
+            await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
+                                   for p in latest.values()))
+
+    async def _flush_outbox(self) -> None:
+        """Send every journaled page and request not yet handed to the broker, oldest first."""
+        async with self._outbox_lock:
+            if self.mqtt.client is None:
+                return
+            sent = []
+            for item in self.journal.pending_outbox():
+                if item.kind == "publish" and item.topic.startswith("confirm/"):
+                    inc = self.engine.incidents.get(item.topic.split("/")[1])
+                    if inc is None or inc.state != OPEN:
+                        sent.append(item.id)  # decided meanwhile: a stale request must not linger
+                        continue
+                if not await self.mqtt.publish(item.topic, item.payload, retain=item.retain):
+                    break  # link down: the rest stays in the outbox for the next connect
+                sent.append(item.id)
+                if item.kind == "page":
+                    self.metrics.inc("pages")
+            self.journal.sent(sent)
+
+    async def _on_connect(self) -> None:
+        """After every (re)connect: pending pages first, then all retained state again."""
+        await self._flush_outbox()
+        await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
+                               for p in self.engine.retained()))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            log.info("health", open_incidents=len(self.engine.open_incidents()),
+                     influx_lag=self.forwarder.lag() if self.forwarder else None,
+                     queued=len(self.urgent) + len(self.normal), **self.metrics.snapshot())
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PayloadError("expected a JSON object")
+    return obj
