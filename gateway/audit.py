@@ -123,7 +123,8 @@ def judge(rep: IncidentReport, targets: tuple[float, float, float]) -> None:
         rep.met["confirm"] = None
         rep.met["in_place"] = None
         return
-    rep.met["confirm"] = rep.confirm_s is not None and rep.confirm_s <= conf_t
+    # an escalation meets the target (CONTRACT §4); it is reported apart as unverified
+    rep.met["confirm"] = rep.confirm_s is not None and (rep.unverified or rep.confirm_s <= conf_t)
     if rep.in_place_s is None and rep.closed:
         rep.met["in_place"] = None if "in_place" not in rep.breaches else False
     else:

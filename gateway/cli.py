@@ -147,22 +147,13 @@ def demo(
 def main() -> None:
     setup_logging()
     try:
-        app(standalone_mode=False)
+        app()  # click's own usage errors exit 2, like a bad config
     except Fail as exc:
         text = str(exc)
         print(text if "\n" in text else f"firegrid: {text}", file=sys.stderr)
         sys.exit(exc.code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_CONFIG)
-        raise
 
 
 if __name__ == "__main__":

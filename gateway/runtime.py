@@ -30,7 +30,7 @@ from gateway.forwarder import Forwarder
 from gateway.influx import InfluxClient, InfluxTarget, InfluxUnreachable
 from gateway.journal import Journal
 from gateway.metrics import Metrics
-from gateway.model import NS, Decisions, Refused
+from gateway.model import NS, Decisions, Refused, Step
 from gateway.mqtt_link import MqttLink, MqttTarget, Unreachable
 
 log = structlog.get_logger("firegrid.gateway")
@@ -67,6 +67,7 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
+        self.observers: list[Callable[[Step], None]] = []  # e.g. the demo's live display
 
     # ------------------------------------------------------------------ run
 
@@ -191,6 +192,9 @@ class Gateway:
             except Refused as exc:
                 self.metrics.drop(exc.kind)
                 log.warning("refused", input=item.kind, reason=exc.reason)
+            except Exception:  # a bug on one input must not stop the gateway for the next
+                self.metrics.drop("internal_error")
+                log.exception("internal error on input", input=item.kind, data=repr(item.data))
         out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
@@ -229,6 +233,12 @@ class Gateway:
             log.info("step", incident=step.incident, stage=step.stage,
                      elapsed_s=round(step.elapsed_s, 3), zone=step.zone,
                      responder=step.responder, tier=step.tier, device=step.device)
+        for observer in self.observers:
+            for step in out.steps:
+                try:
+                    observer(step)
+                except Exception:
+                    log.exception("observer failed", stage=step.stage)
         if self.forwarder is not None and out.steps:
             self.forwarder.wake.set()
         # pages and confirm requests first, then the retained state (latest per topic)

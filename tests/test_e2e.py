@@ -1,0 +1,271 @@
+"""End to end: `firegrid run` against a broker and a database it did not start.
+
+Each test plays a piece of the 10·30·60 path through real Mosquitto and InfluxDB and
+checks what a duty room sees on MQTT and what an auditor finds in InfluxDB. The test
+site uses short targets (confirm 3 s, ack timeouts 2 s, in place 8 s) so the real
+clocks run in seconds; the engine tests cover the contract's 10/30/60 figures in
+simulated time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.lab import InfluxDB, Mosquitto
+from gateway.journal import Journal
+from tests.harness import GatewayProc, Probe, influx_steps, wait_for, write_site
+
+STAGES_OF_CONTRACT = {"detected", "located", "queued", "confirmed", "dismissed", "escalated",
+                      "paged", "acked", "on_scene", "breach", "closed"}
+
+
+@pytest.fixture
+def env(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, request: pytest.FixtureRequest):
+    db = "e2e_" + request.node.name.replace("[", "_").replace("]", "_")[:40]
+    site = write_site(tmp_path)
+    gw = GatewayProc(site, mosquitto.url, influxdb.url(db), tmp_path / "journal.sqlite3",
+                     tmp_path / "gateway.log")
+    probe = Probe(mosquitto.port)
+    yield gw, probe, influxdb, db, tmp_path
+    probe.close()
+    gw.stop()
+
+
+def steps_in_influx(influxdb: InfluxDB, db: str, incident: str, stages: set[str],
+                    timeout: float = 10.0) -> list[dict]:
+    def ready() -> list[dict] | None:
+        rows = influx_steps(influxdb.base_url, db, incident)
+        return rows if stages <= {r["stage"] for r in rows} else None
+    return wait_for(ready, timeout, f"stages {sorted(stages)} of {incident} in InfluxDB")
+
+
+def test_smoke_alarm_confirmed_paged_acked_on_scene_closed(env) -> None:
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    probe.wait(lambda m: m.topic == "status" and m.payload == b"online")
+    t_sent = probe.signal("smk-a1", kind="smoke")
+    inc = probe.first_incident("smk-a1")
+
+    state = probe.incident_state(inc)
+    assert state["zone"] == "a-1f" and state["floor"] == 1
+    assert (state["x"], state["y"]) == (5.0, 5.0)
+    assert abs(state["t0"] - t_sent) < 1.0
+    req = probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload).json()
+    assert req["incident"] == inc and req["zone"] == "a-1f" and req["floor"] == 1
+    assert req["deadline"] == pytest.approx(state["t0"] + 3, abs=1e-3)
+    dev = probe.wait(lambda m: m.topic == "device/smk-a1").json()
+    assert dev["state"] == "alarm" and dev["since"] == pytest.approx(t_sent, abs=1)
+
+    probe.pub(f"confirm/{inc}/reply", {"decision": "confirm", "by": "w-1"})
+    page = probe.wait(lambda m: m.topic == "page/guard-1").json()
+    assert page["incident"] == inc and page["tier"] == 1 and page["zone"] == "a-1f"
+    assert len(page["text"]) <= 80 and "a-1f" in page["text"]
+    probe.pub("page/guard-1/ack", {"incident": inc, "status": "ack"})
+    probe.pub("page/guard-1/ack", {"incident": inc, "status": "on_scene"})
+    wait_for(lambda: probe.incident_state(inc).get("on_scene") == ["guard-1"], 5, "on scene")
+    probe.signal("smk-a1", "clear", kind="smoke")
+    probe.wait(lambda m: m.topic == "device/smk-a1" and m.json()["state"] == "normal")
+    assert probe.incident_state(inc)["state"] == "confirmed", "a clear must not close"
+    probe.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "burnt pan, out"})
+    wait_for(lambda: probe.incident_state(inc).get("state") == "closed", 5, "closed")
+
+    want = {"detected", "located", "queued", "confirmed", "paged", "acked", "on_scene",
+            "closed"}
+    rows = steps_in_influx(influxdb, db, inc, want)
+    by_stage = {r["stage"]: r for r in rows}
+    t0 = by_stage["detected"]["time"]
+    for r in rows:  # elapsed_s is the point's own time minus T0
+        assert r["elapsed_s"] == pytest.approx((r["time"] - t0) / 1e9, abs=1e-6)
+        assert r["site"] == "test-site" and r["incident"] == inc
+    assert by_stage["detected"]["device"] == "smk-a1"
+    assert by_stage["located"]["zone"] == "a-1f" and by_stage["located"]["error_m"] > 0
+    assert by_stage["confirmed"]["by"] == "w-1"
+    for stage in ("paged", "acked", "on_scene"):
+        assert by_stage[stage]["responder"] == "guard-1" and by_stage[stage]["tier"] == "1"
+    assert by_stage["closed"]["by"] == "w-1"
+    assert "breach" not in by_stage
+    assert gw.stop() == 0
+    assert probe.wait(lambda m: m.topic == "status" and m.payload == b"offline")
+
+
+def test_manual_call_point_confirms_without_waiting(env) -> None:
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    t_sent = probe.signal("mcp-b", kind="manual")
+    page = probe.wait(lambda m: m.topic == "page/guard-1", timeout=5)
+    assert page.t - t_sent < 1.0, "a manual call point pages at once"
+    inc = page.json()["incident"]
+    rows = steps_in_influx(influxdb, db, inc, {"detected", "located", "confirmed", "paged"})
+    stages = [r["stage"] for r in rows]
+    assert "queued" not in stages
+    confirmed = next(r for r in rows if r["stage"] == "confirmed")
+    assert confirmed["by"] == "auto" and confirmed["rule"] == "manual_call_point"
+    assert confirmed["elapsed_s"] < 0.5
+    assert not probe.find(lambda m: m.topic == f"confirm/{inc}" and m.payload)
+
+
+def test_silence_escalates_then_tier_two_then_breach(env) -> None:
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    probe.signal("smk-b1")
+    inc = probe.first_incident("smk-b1")
+    t0 = probe.incident_state(inc)["t0"]
+    # nobody answers: escalated at T0+3 s, tier 1 paged; silent; tier 2 at +2 s
+    p1 = probe.wait(lambda m: m.topic == "page/guard-1", timeout=8)
+    assert 3.0 <= p1.t - t0 < 4.0, f"escalation page at T0+{p1.t - t0:.2f}s"
+    p2 = probe.wait(lambda m: m.topic == "page/squad-1", timeout=8)
+    assert 2.0 <= p2.t - p1.t < 3.0, f"tier 2 {p2.t - p1.t:.2f}s after tier 1"
+    assert p2.json()["tier"] == 2
+    rows = steps_in_influx(influxdb, db, inc, {"escalated", "unanswered", "breach"}, 15)
+    esc = next(r for r in rows if r["stage"] == "escalated")
+    assert 3.0 <= esc["elapsed_s"] < 4.0
+    breach = next(r for r in rows if r["stage"] == "breach")
+    assert breach["sla"] == "in_place" and 8.0 <= breach["elapsed_s"] < 9.0
+    assert probe.incident_state(inc)["unverified"] is True
+    # late on-scene still counts; breach stays recorded once
+    probe.pub("page/squad-1/ack", {"incident": inc, "status": "on_scene"})
+    rows = steps_in_influx(influxdb, db, inc, {"on_scene"})
+    assert [r["stage"] for r in rows].count("breach") == 1
+
+
+def test_grid_worker_dismisses_a_nuisance_alarm(env) -> None:
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    probe.signal("smk-k1")
+    probe.signal("smk-a2")  # another detector nearby joins, kitchen still asks a human
+    inc = probe.first_incident("smk-k1")
+    probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload)
+    probe.pub(f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-1"})
+    wait_for(lambda: probe.incident_state(inc).get("state") == "dismissed", 5, "dismissed")
+    probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload == b"")  # request cleared
+    time.sleep(3.5)  # past the confirm deadline: a dismissed incident never escalates
+    rows = steps_in_influx(influxdb, db, inc, {"dismissed"})
+    stages = {r["stage"] for r in rows}
+    assert "escalated" not in stages and "paged" not in stages
+    assert not probe.find(lambda m: m.topic.startswith("page/"))
+
+
+def test_garbage_then_a_real_alarm(env) -> None:
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    garbage = [b"", b"not json", b"\xff\xfe\x00", b"[1,2,3]", b'{"state":"burning"}',
+               b'{"state":"alarm","value":"hot"}', b'{"state":"alarm","ts":-5}',
+               b'{"state":"alarm","extra":1}', b"{" * 5000, b'{"state": "alarm"' * 300]
+    for i in range(200):
+        probe.pub("signal/smk-a1", garbage[i % len(garbage)])
+    probe.pub("signal/no-such-device", {"state": "alarm"})
+    probe.pub("signal/smk-a1/extra/levels", {"state": "alarm"})
+    probe.pub("page/guard-1/ack", b"nonsense")
+    probe.pub("confirm/inc-x/reply", {"decision": "maybe", "by": "w-1"})
+    probe.pub("incident/inc-nope/close", {"by": "w-1", "reason": "x"})
+    t_sent = probe.signal("smk-b1", kind="smoke")
+    inc = probe.first_incident("smk-b1")
+    assert probe.incident_state(inc)["zone"] == "b-1f"
+    assert probe.incident_state(inc)["t0"] - t_sent < 1.0
+    assert not probe.find(lambda m: m.topic.startswith("incident/")
+                          and "smk-a1" in (m.json().get("devices", []) if m.payload else []))
+    log = gw.log_text()
+    assert log.count("dropped message") >= 200
+    assert "unknown device 'no-such-device'" in log
+    assert "unknown incident 'inc-nope'" in log
+    steps_in_influx(influxdb, db, inc, {"detected", "located", "queued"})
+    assert gw.stop() == 0
+    assert "dropped=" in gw.log_text().splitlines()[-1]
+
+
+def test_kill9_mid_incident_then_restart(env) -> None:
+    gw, probe, influxdb, db, tmp = env
+    gw.start()
+    probe.signal("smk-a1")
+    inc = probe.first_incident("smk-a1")
+    t0 = probe.incident_state(inc)["t0"]
+    probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload)
+    gw.kill9()  # mid-incident: queued, waiting for the grid worker
+    assert probe.wait(lambda m: m.topic == "status" and m.payload == b"offline", 20)
+    probe.signal("mcp-b")  # an alarm while the gateway is down (QoS 1, persistent session)
+    time.sleep(max(0.0, t0 + 3.5 - time.time()))  # the confirm deadline passes while down
+    gw.start()
+    # the clock resumed: escalated at once on restart, tier 1 paged
+    page = probe.wait(lambda m: m.topic == "page/guard-1" and m.json()["incident"] == inc, 8)
+    assert page.t - t0 < 3.5 + 3.0
+    # the alarm sent while down was processed after the restart
+    inc_b = probe.first_incident("mcp-b")
+    assert inc_b != inc
+    probe.pub("page/guard-1/ack", {"incident": inc, "status": "on_scene"})
+    probe.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "drill"})
+    wait_for(lambda: probe.incident_state(inc).get("state") == "closed", 5, "closed")
+    assert gw.stop() == 0
+
+    journal = Journal(tmp / "journal.sqlite3")
+    steps = journal.all_steps(inc)
+    journal.close()
+    keys = Counter((s.stage, s.responder, s.device, s.tier) for s in steps)
+    assert all(n == 1 for n in keys.values()), f"repeated steps: {keys}"
+    assert [s.stage for s in steps][:3] == ["detected", "located", "queued"]
+    assert {"escalated", "paged", "on_scene", "closed"} <= {s.stage for s in steps}
+    rows = steps_in_influx(influxdb, db, inc, {"closed"})
+    assert sorted(r["time"] for r in rows) == sorted(s.t_ns for s in steps), \
+        "InfluxDB holds exactly the journal's steps, with their timestamps"
+
+
+def test_steps_reach_influx_after_an_outage(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    influx = InfluxDB()
+    influx.start(tmp_path / "influx")
+    try:
+        gw = GatewayProc(write_site(tmp_path), mosquitto.url, influx.url("outage"),
+                         tmp_path / "j.sqlite3", tmp_path / "gw.log").start()
+        probe = Probe(mosquitto.port)
+        influx.stop()
+        probe.signal("mcp-a")
+        inc = probe.first_incident("mcp-a")
+        probe.pub("page/guard-1/ack", {"incident": inc, "status": "on_scene"})
+        wait_for(lambda: probe.incident_state(inc).get("on_scene"), 5, "on scene")
+        time.sleep(1.0)
+        influx.start()
+        rows = steps_in_influx(influx, "outage", inc,
+                               {"detected", "located", "confirmed", "paged", "acked",
+                                "on_scene"}, 15)
+        journal = Journal(tmp_path / "j.sqlite3")
+        stored = {s.t_ns for s in journal.all_steps(inc)}
+        journal.close()
+        assert {r["time"] for r in rows} == stored
+        assert "influxdb down" in gw.log_text()
+        probe.close()
+        assert gw.stop() == 0
+    finally:
+        influx.stop()
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_unreachable_servers_and_bad_config_at_start(tmp_path: Path,
+                                                     mosquitto: Mosquitto) -> None:
+    site = write_site(tmp_path)
+    from firmware_sim.lab import free_port
+
+    dead = free_port()
+    r = run_cli("run", "--config", str(site), "--mqtt", f"mqtt://u:secret@127.0.0.1:{dead}",
+                "--influx", "http://127.0.0.1:1/x", "--journal", str(tmp_path / "j"))
+    assert r.returncode == 3
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert f"127.0.0.1:{dead}" in r.stderr and "secret" not in r.stderr
+    r = run_cli("run", "--config", str(site), "--mqtt", mosquitto.url,
+                "--influx", f"http://127.0.0.1:{dead}/x", "--journal", str(tmp_path / "j"))
+    assert r.returncode == 3 and "InfluxDB" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(site.read_text().replace("x: 5, y: 5", "y: 5"))
+    r = run_cli("run", "--config", str(bad), "--mqtt", mosquitto.url,
+                "--influx", "http://127.0.0.1:1/x")
+    assert r.returncode == 2 and "devices[0].x" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("run", "--config", str(site), "--mqtt", "tcp://nowhere",
+                "--influx", "http://127.0.0.1:1/x")
+    assert r.returncode == 2 and "mqtt://" in r.stderr
