@@ -277,8 +277,9 @@ class Engine:
             return  # already counted in this incident
         if inc is None:
             self.counter += 1
-            day = datetime.fromtimestamp(now_ns / NS, UTC).strftime("%Y%m%d")
-            inc_id = f"inc-{day}-{self.counter:04d}"
+            # date and time keep ids unique per site even if a journal is ever replaced
+            stamp = datetime.fromtimestamp(received_ns / NS, UTC).strftime("%y%m%d-%H%M%S")
+            inc_id = f"inc-{stamp}-{self.counter}"
             self._emit(out, None, "detected", received_ns, incident_id=inc_id, t0_ns=received_ns,
                        zone=zone.id, device=device.id,
                        fields={"kind": device.kind, "building": building_of(zone),
