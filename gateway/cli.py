@@ -144,6 +144,48 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command()
+def sim(
+    scenario: Annotated[str, typer.Argument(help="scenario YAML, or a bundled name: demo")],
+    mqtt: Annotated[str | None, typer.Option(help="mqtt://user:pass@host:port")] = None,
+    time_scale: Annotated[float, typer.Option(help="multiply scripted times by this")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Play a scenario's detectors and responders against a running gateway's broker."""
+    import aiomqtt
+    import orjson
+
+    from firmware_sim.runner import SimEvent, run_scenario
+    from firmware_sim.scenario import ScenarioError, bundled_scenario, load_scenario
+
+    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT")
+    if not mqtt_url:
+        raise Fail("no MQTT broker: give --mqtt or FIREGRID_MQTT", EXIT_CONFIG)
+    try:
+        path = Path(scenario) if Path(scenario).exists() else bundled_scenario(scenario)
+        script = load_scenario(path)
+    except ScenarioError as exc:
+        lines = [f"{exc.source}: {p}" for p in exc.problems] or [str(exc)]
+        raise Fail("\n".join(lines), EXIT_CONFIG) from None
+
+    def show(ev: SimEvent) -> None:
+        if fmt == "text":
+            typer.echo(f"{ev.t:7.2f}s {ev.kind:<15} "
+                       + " ".join(f"{k}={v}" for k, v in ev.detail.items()
+                                  if k not in ("payload", "request")))
+
+    try:
+        report = asyncio.run(run_scenario(script, mqtt_url, on_event=show,
+                                          time_scale=time_scale))
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_CONFIG) from None
+    except aiomqtt.MqttError as exc:
+        raise Fail(f"MQTT broker {MqttTarget.parse(mqtt_url).redacted()} unreachable: {exc}",
+                   EXIT_UNREACHABLE) from None
+    if fmt == "json":
+        typer.echo(orjson.dumps(report.to_dict(), default=str).decode())
+
+
 def main() -> None:
     setup_logging()
     try:
