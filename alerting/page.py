@@ -13,6 +13,7 @@ import orjson
 
 ACK_STATUSES = ("ack", "on_scene", "decline")
 SCREEN = 80  # characters on a numeric/alpha pager screen
+MAX_ACK = 1024  # an acknowledgement is a few dozen bytes; anything larger is hostile
 
 
 class AckError(ValueError):
@@ -52,6 +53,8 @@ class Ack:
 
 def decode_mqtt_ack(responder: str, payload: bytes) -> Ack:
     """Parse ``page/<responder>/ack`` JSON; raise AckError naming what is wrong."""
+    if len(payload) > MAX_ACK:
+        raise AckError(f"ack of {len(payload)} bytes is over {MAX_ACK}")
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

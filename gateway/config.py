@@ -284,11 +284,12 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
     return lines
 
 
-def _with_line(place: str, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+def _with_line(msg: str, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    """Append the line of the nearest enclosing node: ``field required (line 23)``."""
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
-            return f"{place} (line {lines[loc[:n]]})"
-    return place
+            return f"{msg} (line {lines[loc[:n]]})"
+    return msg
 
 
 def _parse_place(place: str) -> tuple[Any, ...]:
@@ -317,12 +318,12 @@ def parse_site(text: str, source: str = "<config>") -> Site:
             msg = msg[0].lower() + msg[1:] if msg else msg
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            problems.append((_with_line(format_loc(loc), loc, lines), msg))
+            problems.append((format_loc(loc), _with_line(msg, loc, lines)))
         raise ConfigError(source, problems) from None
     problems = _cross_check(site)
     if problems:
         raise ConfigError(
-            source, [(_with_line(p, _parse_place(p), lines), m) for p, m in problems]
+            source, [(p, _with_line(m, _parse_place(p), lines)) for p, m in problems]
         )
     return site
 

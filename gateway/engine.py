@@ -236,7 +236,14 @@ class Engine:
                 out.append(self._confirm_request(inc))
         for ds in self.device_states.values():
             out.append(Publish(f"device/{ds.device}", ds.payload(), retain=True))
+            if ds.state == "fault":
+                out.append(self._trouble(ds.device, ds.since_ns))
         return out
+
+    def _trouble(self, device: str, since_ns: int) -> Publish:
+        return Publish(f"trouble/{device}",
+                       orjson.dumps({"device": device, "trouble": "fault", "since": since_ns / NS}),
+                       retain=True)
 
     def open_incidents(self) -> list[Incident]:
         return [i for i in self.incidents.values() if i.active]
@@ -261,10 +268,7 @@ class Engine:
         out.devices.append(ds)
         out.publishes.append(Publish(f"device/{device.id}", ds.payload(), retain=True))
         if state == "fault":
-            out.publishes.append(Publish(
-                f"trouble/{device.id}",
-                orjson.dumps({"device": device.id, "trouble": "fault", "since": now_ns / NS}),
-                retain=True))
+            out.publishes.append(self._trouble(device.id, now_ns))
         elif prev is not None and prev.state == "fault":
             out.publishes.append(Publish(f"trouble/{device.id}", b"", retain=True))
 
@@ -329,9 +333,12 @@ class Engine:
                             / len(same_floor))
             err = max(rms, min(d.radius for d in same_floor) / math.sqrt(len(same_floor)))
         zone = zone_at(self.site, first.floor, x, y) or self._zone_of[first.id]
-        self._emit(out, inc, "located", now_ns, zone=zone.id,
-                   fields={"x": round(x, 3), "y": round(y, 3), "floor": first.floor,
-                           "error_m": round(err, 3), "detectors": len(devs)})
+        first_fix = inc.located_ns is None
+        step = self._emit(out, inc, "located", now_ns, zone=zone.id,
+                          fields={"x": round(x, 3), "y": round(y, 3), "floor": first.floor,
+                                  "error_m": round(err, 3), "detectors": len(devs)})
+        if first_fix and step.elapsed_s > self.site.sla.locate_s:  # e.g. after a backlog
+            self._breach(inc, "locate", self.site.sla.locate_s, now_ns, out)
 
     def _auto_confirm_rule(self, inc: Incident, device: Device) -> str | None:
         """Clear evidence skips the confirm queue; it never delays anything."""
@@ -497,7 +504,9 @@ class Engine:
             if f.get("repeat"):
                 inc.repeats = f["repeat"]
             inc.tier = step.tier
-            inc.tier_deadline_ns = step.t_ns + _ns(f.get("ack_timeout_s", 0))
+            # someone already answered (e.g. on scene before confirmation): no tier timer
+            inc.tier_deadline_ns = None if inc.acked or inc.on_scene else (
+                step.t_ns + _ns(f.get("ack_timeout_s", 0)))
         elif s == "acked" and step.responder:
             inc.acked.add(step.responder)
             inc.tier_deadline_ns = None
