@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ class IncidentReport:
 
     @property
     def compliant(self) -> bool:
-        return all(v is not False for v in self.met.values())
+        return not self.breaches and all(v is not False for v in self.met.values())
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -114,21 +115,32 @@ async def fetch_breaches(client: InfluxClient, reports: list[IncidentReport], *,
             rep.breaches = sorted({v[1] for v in s["values"] if v[1]})
 
 
-def judge(rep: IncidentReport, targets: tuple[float, float, float]) -> None:
-    """Met, missed or not applicable (None) for each target."""
+def judge(rep: IncidentReport, targets: tuple[float, float, float], now: float) -> None:
+    """Met (True), missed (False) or not applicable / still running (None) for each target.
+
+    A recorded ``breach`` step always counts as missed, whatever the targets given here.
+    """
     loc_t, conf_t, place_t = targets
-    rep.met["locate"] = None if rep.locate_s is None and rep.dismissed else (
-        rep.locate_s is not None and rep.locate_s <= loc_t)
-    if rep.dismissed:
-        rep.met["confirm"] = None
-        rep.met["in_place"] = None
+    age = now - rep.t0
+
+    def verdict(value: float | None, target: float, sla: str) -> bool | None:
+        if sla in rep.breaches:
+            return False
+        if value is not None:
+            return value <= target
+        return None if age < target else False
+
+    rep.met["locate"] = verdict(rep.locate_s, loc_t, "locate")
+    if rep.dismissed:  # not a fire: nothing to confirm, nobody to send
+        rep.met["confirm"] = rep.met["in_place"] = None
         return
     # an escalation meets the target (CONTRACT §4); it is reported apart as unverified
-    rep.met["confirm"] = rep.confirm_s is not None and (rep.unverified or rep.confirm_s <= conf_t)
-    if rep.in_place_s is None and rep.closed:
-        rep.met["in_place"] = None if "in_place" not in rep.breaches else False
+    rep.met["confirm"] = True if rep.unverified and rep.confirm_s is not None else verdict(
+        rep.confirm_s, conf_t, "confirm")
+    if rep.in_place_s is None and rep.closed and "in_place" not in rep.breaches:
+        rep.met["in_place"] = None  # closed by a person before anyone had to arrive
     else:
-        rep.met["in_place"] = rep.in_place_s is not None and rep.in_place_s <= place_t
+        rep.met["in_place"] = verdict(rep.in_place_s, place_t, "in_place")
 
 
 def summarise(reports: list[IncidentReport]) -> dict[str, Any]:
@@ -165,8 +177,9 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
                 reports = []
             else:
                 raise Unreachable(f"InfluxDB query failed: {exc}") from None
+    now = time.time()
     for rep in reports:
-        judge(rep, targets)
+        judge(rep, targets, now)
     doc = {
         "since": since, "site": site,
         "targets": dict(zip(("locate_s", "confirm_s", "in_place_s"), targets, strict=True)),

@@ -18,7 +18,7 @@ import typer
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
-from gateway.mqtt_link import MqttTarget, Unreachable
+from gateway.mqtt_link import MqttTarget, Unreachable, _redact
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
@@ -106,12 +106,20 @@ def audit(
     site: Annotated[str | None, typer.Option(help="only this site")] = None,
     since: Annotated[str, typer.Option(help="look back this far: 30m, 24h, 7d")] = "24h",
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    locate_s: Annotated[float, typer.Option(help="target for locate")] = 10.0,
-    confirm_s: Annotated[float, typer.Option(help="target for confirm")] = 30.0,
-    in_place_s: Annotated[float, typer.Option(help="target for in place")] = 60.0,
+    config: Annotated[Path | None, typer.Option(help="targets and site from this file")] = None,
+    locate_s: Annotated[float | None, typer.Option(help="target for locate [10]")] = None,
+    confirm_s: Annotated[float | None, typer.Option(help="target for confirm [30]")] = None,
+    in_place_s: Annotated[float | None, typer.Option(help="target for in place [60]")] = None,
 ) -> None:
     """The 10·30·60 report from InfluxDB: per incident, then per-site percentiles."""
     from gateway.audit import run_audit
+
+    sla = _site(config).sla if config else None
+    if config and site is None:
+        site = _site(config).site
+    targets = (locate_s or (sla.locate_s if sla else 10.0),
+               confirm_s or (sla.confirm_s if sla else 30.0),
+               in_place_s or (sla.in_place_s if sla else 60.0))
 
     influx_url = influx or os.environ.get("FIREGRID_INFLUX")
     if not influx_url:
@@ -120,7 +128,7 @@ def audit(
         raise Fail(f"--format must be table or json, not {fmt!r}", EXIT_CONFIG)
     try:
         code = asyncio.run(run_audit(influx_url, site=site, since=since, fmt=fmt,
-                                     targets=(locate_s, confirm_s, in_place_s)))
+                                     targets=targets))
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     except Unreachable as exc:
@@ -132,7 +140,7 @@ def audit(
 def demo(
     mqtt: Annotated[str | None, typer.Option(help="use this broker, do not start one")] = None,
     influx: Annotated[str | None, typer.Option(help="use this InfluxDB instead")] = None,
-    time_scale: Annotated[float, typer.Option(help="run the scenario faster (>1)")] = 1.0,
+    time_scale: Annotated[float, typer.Option(help="scale scripted times; 0.5 is faster")] = 1.0,
 ) -> None:
     """The whole system on one machine: broker, database, gateway, detectors and responders."""
     from gateway.demo import run_demo
@@ -180,7 +188,7 @@ def sim(
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     except aiomqtt.MqttError as exc:
-        raise Fail(f"MQTT broker {MqttTarget.parse(mqtt_url).redacted()} unreachable: {exc}",
+        raise Fail(f"MQTT broker {_redact(mqtt_url)} unreachable: {exc}",
                    EXIT_UNREACHABLE) from None
     if fmt == "json":
         typer.echo(orjson.dumps(report.to_dict(), default=str).decode())

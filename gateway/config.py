@@ -133,6 +133,12 @@ class TapPager(Strict):
     password: str = "000000"
     pager_id: str
 
+    @model_validator(mode="after")
+    def _where(self) -> TapPager:
+        if self.port is None:
+            raise ValueError("a TAP pager needs port (a serial device, or a TCP port with host)")
+        return self
+
 
 class SnppPager(Strict):
     type: Literal["snpp"]

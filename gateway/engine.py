@@ -14,6 +14,7 @@ The 10·30·60 flow for one incident:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from gateway.config import Device, Site, Zone
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, Decisions, DeviceState, Publish, Refused, Step
 
+FINISHED_KEPT = 1000
 CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, joins it
 OPEN, CONFIRMED, DISMISSED, CLOSED = "confirming", "confirmed", "dismissed", "closed"
 
@@ -77,7 +79,10 @@ class Incident:
 class Engine:
     def __init__(self, site: Site):
         self.site = site
-        self.incidents: dict[str, Incident] = {}
+        self.incidents: dict[str, Incident] = {}  # active ones only
+        # recently closed or dismissed, so late answers are refused with the right reason;
+        # bounded, and never republished, so a long-running gateway does not grow
+        self.finished: OrderedDict[str, Incident] = OrderedDict()
         self.device_states: dict[str, DeviceState] = {}
         self.counter = 0
         self._zone_of: dict[str, Zone] = {}
@@ -251,7 +256,7 @@ class Engine:
     # ------------------------------------------------------------- internals
 
     def _incident(self, incident_id: str) -> Incident:
-        inc = self.incidents.get(incident_id)
+        inc = self.incidents.get(incident_id) or self.finished.get(incident_id)
         if inc is None:
             raise Refused(f"unknown incident {incident_id!r}", "unknown_incident")
         return inc
@@ -270,7 +275,7 @@ class Engine:
         if state == "fault":
             out.publishes.append(self._trouble(device.id, now_ns))
         elif prev is not None and prev.state == "fault":
-            out.publishes.append(Publish(f"trouble/{device.id}", b"", retain=True))
+            out.publishes.append(Publish(f"trouble/{device.id}", b"", retain=True, durable=True))
 
     def _alarm(self, device: Device, now_ns: int, received_ns: int, out: Decisions) -> None:
         zone = self._zone_of.get(device.id)
@@ -388,7 +393,8 @@ class Engine:
 
     def _clear_confirm_request(self, inc: Incident, out: Decisions) -> None:
         if inc.queued_to is not None:
-            out.publishes.append(Publish(f"confirm/{inc.id}", b"", retain=True))
+            # durable: if the link is down now, the clear is sent on reconnect
+            out.publishes.append(Publish(f"confirm/{inc.id}", b"", retain=True, durable=True))
 
     def _dispatch(self, inc: Incident, from_tier: int, now_ns: int, out: Decisions) -> None:
         """Page every member of the first tier >= from_tier that has members."""
@@ -406,7 +412,7 @@ class Engine:
                 continue
             page = self._page(inc, member.id, tier, now_ns)
             self._emit(out, inc, "paged", now_ns, responder=member.id, tier=tier,
-                       fields={"channel": (member.pager.type if member.pager else "mqtt"),
+                       fields={"channel": "mqtt",  # TAP/SNPP sending is not built yet
                                "text": page.text, "ack_timeout_s": timeout,
                                "repeat": inc.repeats + 1 if repeat else 0})
             out.pages.append(page)
@@ -493,12 +499,13 @@ class Engine:
             inc.unverified = s == "escalated"
             inc.confirmed_by = f.get("by", "escalation")
             inc.confirmed_ns = step.t_ns
-        elif s == "dismissed":
-            inc.state = DISMISSED
+        elif s in ("dismissed", "closed"):
+            inc.state = DISMISSED if s == "dismissed" else CLOSED
             inc.tier_deadline_ns = None
-        elif s == "closed":
-            inc.state = CLOSED
-            inc.tier_deadline_ns = None
+            self.incidents.pop(inc.id, None)
+            self.finished[inc.id] = inc
+            while len(self.finished) > FINISHED_KEPT:
+                self.finished.popitem(last=False)
         elif s == "paged" and step.responder and step.tier is not None:
             inc.paged[step.responder] = step.tier
             if f.get("repeat"):

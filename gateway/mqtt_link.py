@@ -19,7 +19,8 @@ import structlog
 
 log = structlog.get_logger("firegrid.mqtt")
 
-SUBSCRIPTIONS = ("signal/+", "confirm/+/reply", "page/+/ack", "incident/+/close")
+# signal/# rather than signal/+ so a malformed topic is seen, counted and dropped
+SUBSCRIPTIONS = ("signal/#", "confirm/+/reply", "page/+/ack", "incident/+/close")
 
 
 class Unreachable(Exception):
@@ -61,7 +62,17 @@ def _redact(url: str) -> str:
     return url
 
 
-Handler = Callable[[str, bytes, int], None]  # topic suffix, payload, receive time ns
+# topic suffix, payload, receive time ns, and the token to acknowledge it with (or None)
+Handler = Callable[[str, bytes, int, "AckToken | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AckToken:
+    """Which QoS 1 message to PUBACK, on which connection: a stale one is never acked."""
+
+    generation: int
+    mid: int
+    qos: int
 
 
 class MqttLink:
@@ -79,6 +90,7 @@ class MqttLink:
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.generation = 0
 
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -105,7 +117,12 @@ class MqttLink:
         backoff = 0.2
         while True:
             try:
-                async with self._client() as client:
+                client = self._client()
+                # PUBACK only once the message is journaled (see ack()); aiomqtt does not
+                # expose paho's manual_ack, so it is set on the paho client it wraps
+                client._client.manual_ack_set(True)
+                async with client:
+                    self.generation += 1
                     self.client = client
                     for sub in SUBSCRIPTIONS:
                         await client.subscribe(self.prefix + sub, qos=1)
@@ -121,7 +138,12 @@ class MqttLink:
                             if topic.startswith(self.prefix):
                                 payload = msg.payload if isinstance(msg.payload, bytes) else (
                                     str(msg.payload).encode() if msg.payload is not None else b"")
-                                self.handler(topic[len(self.prefix):], payload, self.clock())
+                                token = AckToken(self.generation, msg.mid, msg.qos) \
+                                    if msg.qos > 0 else None
+                                self.handler(topic[len(self.prefix):], payload, self.clock(),
+                                             token)
+                            elif msg.qos > 0:
+                                self.ack(AckToken(self.generation, msg.mid, msg.qos))
                     finally:
                         on_connect.cancel()
             except aiomqtt.MqttError as exc:
@@ -133,6 +155,17 @@ class MqttLink:
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def ack(self, token: AckToken | None) -> None:
+        """Acknowledge a message to the broker; until then the broker keeps it for us.
+
+        A token from an earlier connection is skipped: the broker will deliver that
+        message again on this session, and the engine treats the repeat as a no-op.
+        """
+        client = self.client
+        if token is None or client is None or token.generation != self.generation:
+            return
+        client._client.ack(token.mid, token.qos)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                       qos: int = 1) -> bool:

@@ -27,11 +27,11 @@ from drivers.signal import PayloadError, Signal
 from gateway.config import Site
 from gateway.engine import OPEN, Engine
 from gateway.forwarder import Forwarder
-from gateway.influx import InfluxClient, InfluxTarget, InfluxUnreachable
+from gateway.influx import InfluxClient, InfluxError, InfluxTarget
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, Refused, Step
-from gateway.mqtt_link import MqttLink, MqttTarget, Unreachable
+from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
 
 log = structlog.get_logger("firegrid.gateway")
 
@@ -44,6 +44,7 @@ class Inbound:
     kind: str  # signal, reply, ack, close
     received_ns: int
     data: Any
+    token: AckToken | None = None  # PUBACK once journaled
 
 
 class Gateway:
@@ -63,7 +64,6 @@ class Gateway:
         self.urgent: deque[Inbound] = deque()
         self.normal: deque[Inbound] = deque()
         self._wake = asyncio.Event()
-        self._processed = asyncio.Event()
         self.forwarder: Forwarder | None = None
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
@@ -78,8 +78,8 @@ class Gateway:
             try:
                 await client.ping()
                 await client.ensure_database()
-            except InfluxUnreachable as exc:
-                raise Unreachable(str(exc)) from None
+            except InfluxError as exc:  # refused (401/403), not there: one line, exit 3
+                raise Unreachable(f"InfluxDB {self.influx_target.redacted()}: {exc}") from None
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.check()
@@ -127,23 +127,33 @@ class Gateway:
 
     # -------------------------------------------------------------- inbound
 
-    def _on_message(self, topic: str, payload: bytes, received_ns: int) -> None:
-        """Parse at once (cheap) so alarms can jump the queue; bad input is counted here."""
+    def _on_message(self, topic: str, payload: bytes, received_ns: int,
+                    token: AckToken | None = None) -> None:
+        """Parse at once (cheap) so alarms can jump the queue; bad input is counted here.
+
+        Alarms, faults, replies, acks and closes are acknowledged to the broker only after
+        their batch is journaled, so a crash in between makes the broker send them again.
+        Telemetry is acknowledged at once: holding it would fill the broker's in-flight
+        window and make alarms wait behind it.
+        """
         try:
             item = self._parse(topic, payload, received_ns)
         except (PayloadError, AckError) as exc:
             self.metrics.drop("bad_payload")
             log.warning("dropped message", topic=topic, reason=str(exc), size=len(payload))
-            return
+            item = None
         if item is None:
+            self.mqtt.ack(token)
             return
         urgent = item.kind != "signal" or item.data.state in ("alarm", "fault")
         if urgent:
+            item.token = token
             self.urgent.append(item)
-        elif len(self.normal) >= TELEMETRY_QUEUE:
-            self.metrics.drop("shed_overload")
-            return
         else:
+            self.mqtt.ack(token)
+            if len(self.normal) >= TELEMETRY_QUEUE:
+                self.metrics.drop("shed_overload")
+                return
             self.normal.append(item)
         self._wake.set()
 
@@ -184,9 +194,12 @@ class Gateway:
     async def _process_batch(self) -> None:
         out = Decisions()
         n = 0
+        tokens: list[AckToken] = []
         while n < BATCH and (self.urgent or self.normal):
             item = self.urgent.popleft() if self.urgent else self.normal.popleft()
             n += 1
+            if item.token is not None:
+                tokens.append(item.token)
             try:
                 out.extend(self._handle(item))
             except Refused as exc:
@@ -198,10 +211,10 @@ class Gateway:
         out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
-        if not out:
-            return
-        await self._commit_and_send(out)
-        self._processed.set()
+        if out:
+            await self._commit_and_send(out)
+        for token in tokens:  # journaled (or refused): the broker may forget them now
+            self.mqtt.ack(token)
 
     def _handle(self, item: Inbound) -> Decisions:
         now = self.clock()
@@ -259,7 +272,7 @@ class Gateway:
                 return
             sent = []
             for item in self.journal.pending_outbox():
-                if item.kind == "publish" and item.topic.startswith("confirm/"):
+                if item.payload and item.topic.startswith("confirm/"):
                     inc = self.engine.incidents.get(item.topic.split("/")[1])
                     if inc is None or inc.state != OPEN:
                         sent.append(item.id)  # decided meanwhile: a stale request must not linger

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from firmware_sim.lab import InfluxDB, Mosquitto
@@ -93,6 +94,25 @@ def test_smoke_alarm_confirmed_paged_acked_on_scene_closed(env) -> None:
     assert gw.stop() == 0
     assert probe.wait(lambda m: m.topic == "status" and m.payload == b"offline")
 
+    # the auditor's report equals what the journal says
+    journal = Journal(gw.args[gw.args.index("--journal") + 1])
+    steps = journal.all_steps(inc)
+    journal.close()
+    first = {s.stage: s.elapsed_s for s in reversed(steps)}
+    r = run_cli("audit", "--influx", influxdb.url(db), "--format", "json", "--since", "1h",
+                "--config", str(gw.args[gw.args.index("--config") + 1]))
+    assert r.returncode == 0, r.stderr
+    report = orjson.loads(r.stdout)
+    (row,) = [i for i in report["incidents"] if i["incident"] == inc]
+    assert row["site"] == "test-site"
+    assert row["locate_s"] == pytest.approx(first["located"], abs=1e-6)
+    assert row["confirm_s"] == pytest.approx(first["confirmed"], abs=1e-6)
+    assert row["in_place_s"] == pytest.approx(first["on_scene"], abs=1e-6)
+    assert row["met"] == {"locate": True, "confirm": True, "in_place": True}
+    assert report["sites"]["test-site"]["incidents"] == 1
+    table = run_cli("audit", "--influx", influxdb.url(db), "--site", "test-site")
+    assert table.returncode == 0 and inc in table.stdout and "a-1f" in table.stdout
+
 
 def test_manual_call_point_confirms_without_waiting(env) -> None:
     gw, probe, influxdb, db, _ = env
@@ -135,6 +155,12 @@ def test_silence_escalates_then_tier_two_then_breach(env) -> None:
     probe.pub("page/squad-1/ack", {"incident": inc, "status": "on_scene"})
     rows = steps_in_influx(influxdb, db, inc, {"on_scene"})
     assert [r["stage"] for r in rows].count("breach") == 1
+    r = run_cli("audit", "--influx", influxdb.url(db), "--format", "json",
+                "--config", str(gw.args[gw.args.index("--config") + 1]))
+    (row,) = orjson.loads(r.stdout)["incidents"]
+    assert row["unverified"] is True and row["met"]["confirm"] is True
+    assert row["met"]["in_place"] is False and row["breaches"] == ["in_place"]
+    assert row["compliant"] is False and row["in_place_s"] > 8.0
 
 
 def test_grid_worker_dismisses_a_nuisance_alarm(env) -> None:

@@ -535,7 +535,8 @@ def test_close_records_closed_and_ends_everything() -> None:
     assert closed.fields["by"] == "w-07" and closed.fields["reason"] == "burnt toast, panel reset"
     assert closed.responder == "w-07" and closed.elapsed_s == 40.0
     assert payload(d, f"incident/{inc}")["state"] == "closed"
-    assert sim.engine.incidents[inc].state == "closed"
+    assert inc not in {i.id for i in sim.engine.open_incidents()}
+    assert sim.engine.finished[inc].state == "closed"
     assert sim.engine.next_deadline_ns() is None
     assert not sim.tick(45) and not sim.tick(60)  # no unanswered, no in-place breach
     for status in ("ack", "on_scene", "decline"):
@@ -931,7 +932,7 @@ def test_property_engine_invariants_and_restore(site_name: str, script) -> None:
     per: dict[str, list[Step]] = defaultdict(list)
     for s in steps:
         per[s.incident].append(s)
-    assert set(per) == set(e.incidents)
+    assert set(per) == set(e.incidents) | set(e.finished)
     for inc, ss in per.items():
         assert ss[0].stage == "detected", (inc, [s.stage for s in ss])
         assert all(s.elapsed_s >= 0 for s in ss)
@@ -940,7 +941,7 @@ def test_property_engine_invariants_and_restore(site_name: str, script) -> None:
         assert [s.stage for s in ss].count("escalated") + [
             s.stage for s in ss].count("confirmed") <= 1
         assert [s.fields.get("sla") for s in ss if s.stage == "breach"].count("in_place") <= 1
-        if e.incidents[inc].active and e.incidents[inc].state == "confirmed":
+        if inc in e.incidents and e.incidents[inc].state == "confirmed":
             assert any(s.stage == "paged" for s in ss), "a confirmed fire pages someone"
     fresh = Engine(site)
     fresh.restore(_journal(steps), e.device_states.values())
