@@ -40,6 +40,14 @@ class IncidentReport:
     closed: bool = False
     breaches: list[str] = field(default_factory=list)
     met: dict[str, bool | None] = field(default_factory=dict)
+    segments: dict[str, float] = field(default_factory=dict)  # seconds per stage of the path
+
+    @property
+    def lost_in(self) -> str | None:
+        """For an incident that missed a target: the segment that took longest."""
+        if self.compliant or not self.segments:
+            return None
+        return max(self.segments.items(), key=lambda kv: kv[1])[0]
 
     @property
     def compliant(self) -> bool:
@@ -55,15 +63,38 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-async def fetch(client: InfluxClient, *, site: str | None, since: str) -> list[IncidentReport]:
-    """First time of every stage per incident, as one grouped InfluxQL query."""
-    if not _SINCE.match(since):
-        raise ValueError(f"--since must look like 30m, 24h or 7d, not {since!r}")
-    where = f"time >= now() - {since}"
+_ABS = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z?)?$")
+
+
+def time_bound(value: str, flag: str) -> str:
+    """``24h`` → ``now() - 24h``; ``2026-11-01`` or ``2026-11-01T08:00:00Z`` → a literal."""
+    if _SINCE.match(value):
+        return f"now() - {value}"
+    if _ABS.match(value):
+        if "T" not in value:
+            value += "T00:00:00Z"
+        elif not value.endswith("Z"):
+            value += "Z"
+        if value.count(":") == 1:
+            value = value[:-1] + ":00Z"
+        return f"'{value}'"
+    raise ValueError(f"{flag} must look like 30m, 24h, 7d or 2026-11-01[T08:00:00Z], "
+                     f"not {value!r}")
+
+
+def window(since: str, until: str | None, site: str | None) -> str:
+    where = f"time >= {time_bound(since, '--since')}"
+    if until:
+        where += f" AND time <= {time_bound(until, '--until')}"
     if site:
         if not re.fullmatch(r"[a-z0-9-]+", site):
             raise ValueError(f"--site must match [a-z0-9-]+, not {site!r}")
         where += f" AND \"site\" = '{site}'"
+    return where
+
+
+async def fetch(client: InfluxClient, *, where: str) -> list[IncidentReport]:
+    """First time of every stage per incident, as one grouped InfluxQL query."""
     series = await client.query(
         f'SELECT min("elapsed_s") AS "e" FROM "incident_step" WHERE {where} '
         'GROUP BY "site", "incident", "stage", "zone"'
@@ -98,15 +129,43 @@ async def fetch(client: InfluxClient, *, site: str | None, since: str) -> list[I
         rep.in_place_s = stages["on_scene"][0] if "on_scene" in stages else None
         rep.dismissed = "dismissed" in stages
         rep.closed = "closed" in stages
+        rep.segments = segments({k: v[0] for k, v in stages.items()})
         reports.append(rep)
     reports.sort(key=lambda r: (r.site, r.t0))
     return reports
 
 
+# Where the seconds went: the path from T0 cut at the first time of each stage.
+SEGMENTS = (
+    ("locate", None, "located"),
+    ("decide", "located", ("confirmed", "escalated", "dismissed")),
+    ("page", ("confirmed", "escalated"), "paged"),
+    ("acknowledge", "paged", "acked"),
+    ("arrive", "acked", "on_scene"),
+)
+
+
+def segments(first: dict[str, float]) -> dict[str, float]:
+    """Seconds spent in each segment that both ends of which happened."""
+    def at(names: str | tuple[str, ...] | None) -> float | None:
+        if names is None:
+            return 0.0
+        names = (names,) if isinstance(names, str) else names
+        times = [first[n] for n in names if n in first]
+        return min(times) if times else None
+
+    out: dict[str, float] = {}
+    for name, start, end in SEGMENTS:
+        a, b = at(start), at(end)
+        if a is not None and b is not None:
+            out[name] = round(max(0.0, b - a), 3)
+    return out
+
+
 async def fetch_breaches(client: InfluxClient, reports: list[IncidentReport], *,
-                         since: str) -> None:
+                         where: str) -> None:
     series = await client.query(
-        f'SELECT "sla" FROM "incident_step" WHERE time >= now() - {since} '
+        f'SELECT "sla" FROM "incident_step" WHERE {where} '
         "AND \"stage\" = 'breach' GROUP BY \"site\", \"incident\"")
     by_key = {(r.site, r.incident): r for r in reports}
     for s in series:
@@ -163,13 +222,17 @@ def summarise(reports: list[IncidentReport]) -> dict[str, Any]:
 
 
 async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
-                    targets: tuple[float, float, float], out: Any = None) -> int:
+                    targets: tuple[float, float, float], out: Any = None,
+                    until: str | None = None, zone: str | None = None,
+                    fail_on_breach: bool = False) -> int:
+    """Print the report; returns 1 with ``fail_on_breach`` when any incident missed."""
     out = out or sys.stdout
     target = InfluxTarget.parse(influx_url)
+    where = window(since, until, site)
     async with InfluxClient(target) as client:
         try:
-            reports = await fetch(client, site=site, since=since)
-            await fetch_breaches(client, reports, since=since)
+            reports = await fetch(client, where=where)
+            await fetch_breaches(client, reports, where=where)
         except InfluxUnreachable as exc:
             raise Unreachable(str(exc)) from None
         except InfluxQueryError as exc:
@@ -177,20 +240,43 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
                 reports = []
             else:
                 raise Unreachable(f"InfluxDB query failed: {exc}") from None
+    if zone:
+        reports = [r for r in reports if r.zone == zone]
     now = time.time()
     for rep in reports:
         judge(rep, targets, now)
     doc = {
-        "since": since, "site": site,
+        "since": since, "until": until, "site": site, "zone": zone,
         "targets": dict(zip(("locate_s", "confirm_s", "in_place_s"), targets, strict=True)),
-        "incidents": [asdict(r) | {"compliant": r.compliant} for r in reports],
+        "incidents": [asdict(r) | {"compliant": r.compliant, "lost_in": r.lost_in}
+                      for r in reports],
+        "breaches": [{"site": r.site, "incident": r.incident, "zone": r.zone,
+                      "missed": [k for k, v in r.met.items() if v is False],
+                      "lost_in": r.lost_in, "segments": r.segments}
+                     for r in reports if not r.compliant],
         "sites": summarise(reports),
     }
     if fmt == "json":
         out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "csv":
+        write_csv(doc, out)
     else:
         render_table(doc, out)
-    return 0
+    return 1 if fail_on_breach and doc["breaches"] else 0
+
+
+CSV_COLUMNS = ("site", "incident", "zone", "t0", "locate_s", "confirm_s", "in_place_s",
+               "unverified", "dismissed", "closed", "compliant", "breaches", "lost_in")
+
+
+def write_csv(doc: dict[str, Any], out: Any) -> None:
+    import csv
+
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in doc["incidents"]:
+        writer.writerow(["" if r[c] is None else (";".join(r[c]) if isinstance(r[c], list)
+                                                 else r[c]) for c in CSV_COLUMNS])
 
 
 def _sec(v: float | None, met: bool | None) -> str:
@@ -218,7 +304,8 @@ def render_table(doc: dict[str, Any], out: Any) -> None:
             notes.append("escalated (unverified)")
         if r["breaches"]:
             notes.append("breach: " + ",".join(r["breaches"]))
-        notes.append("ok" if r["compliant"] else "[red]MISSED[/red]")
+        notes.append("ok" if r["compliant"] else "[red]MISSED[/red]"
+                     + (f" (most time: {r['lost_in']})" if r["lost_in"] else ""))
         met = r["met"]
         table.add_row(r["site"], r["incident"], r["zone"] or "?",
                       _sec(r["locate_s"], met.get("locate")),

@@ -104,8 +104,11 @@ def check_config(file: Annotated[Path, typer.Argument(help="site YAML file")]) -
 def audit(
     influx: Annotated[str | None, typer.Option(help="http://host:8086/<database>")] = None,
     site: Annotated[str | None, typer.Option(help="only this site")] = None,
-    since: Annotated[str, typer.Option(help="look back this far: 30m, 24h, 7d")] = "24h",
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    since: Annotated[str, typer.Option(help="from: 30m, 24h, 7d ago, or 2026-11-01")] = "24h",
+    until: Annotated[str | None, typer.Option(help="to: 1h ago, or 2026-11-02")] = None,
+    zone: Annotated[str | None, typer.Option(help="only incidents in this zone")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    fail_on_breach: Annotated[bool, typer.Option(help="exit 1 if any incident missed")] = False,
     config: Annotated[Path | None, typer.Option(help="targets and site from this file")] = None,
     locate_s: Annotated[float | None, typer.Option(help="target for locate [10]")] = None,
     confirm_s: Annotated[float | None, typer.Option(help="target for confirm [30]")] = None,
@@ -124,11 +127,12 @@ def audit(
     influx_url = influx or os.environ.get("FIREGRID_INFLUX")
     if not influx_url:
         raise Fail("no InfluxDB: give --influx or FIREGRID_INFLUX", EXIT_CONFIG)
-    if fmt not in ("table", "json"):
-        raise Fail(f"--format must be table or json, not {fmt!r}", EXIT_CONFIG)
+    if fmt not in ("table", "json", "csv"):
+        raise Fail(f"--format must be table, json or csv, not {fmt!r}", EXIT_CONFIG)
     try:
         code = asyncio.run(run_audit(influx_url, site=site, since=since, fmt=fmt,
-                                     targets=targets))
+                                     targets=targets, until=until, zone=zone,
+                                     fail_on_breach=fail_on_breach))
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     except Unreachable as exc:

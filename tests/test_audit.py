@@ -1,0 +1,136 @@
+"""`firegrid audit` against a real InfluxDB holding several sites' audit trails.
+
+The trails are written exactly as the forwarder writes them (``step_line``), with
+known times, so every figure in the report can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from firmware_sim.lab import InfluxDB
+from gateway.audit import percentile, segments, time_bound
+from gateway.forwarder import step_line
+from gateway.influx import InfluxClient, InfluxTarget
+from gateway.model import NS, Step
+
+T0 = (int(time.time()) - 3600) * NS  # an hour ago: inside --since 24h, outside --until 2h
+
+
+def trail(site: str, inc: str, zone: str, stages: list[tuple[str, float, dict]]) -> list[str]:
+    lines = []
+    for stage, at_s, extra in stages:
+        fields = dict(extra.pop("fields", {}))
+        step = Step(incident=inc, stage=stage, t_ns=T0 + round(at_s * NS), t0_ns=T0,
+                    zone=zone, fields=fields, **extra)
+        lines.append(step_line(site, step))
+    return lines
+
+
+GOOD = [("detected", 0, {"device": "smk-1"}), ("located", 0.01, {}),
+        ("queued", 0.02, {"responder": "w-1", "tier": 0}),
+        ("confirmed", 6.5, {"responder": "w-1", "tier": 0, "fields": {"by": "w-1"}}),
+        ("paged", 6.6, {"responder": "g-1", "tier": 1}),
+        ("acked", 9.0, {"responder": "g-1", "tier": 1}),
+        ("on_scene", 41.0, {"responder": "g-1", "tier": 1}),
+        ("closed", 300.0, {"responder": "w-1", "tier": 0})]
+LATE = [("detected", 0, {"device": "smk-9"}), ("located", 0.01, {}),
+        ("escalated", 30.0, {}),
+        ("paged", 30.0, {"responder": "g-1", "tier": 1}),
+        ("unanswered", 45.0, {"tier": 1}),
+        ("paged", 45.0, {"responder": "s-1", "tier": 2}),
+        ("acked", 50.0, {"responder": "s-1", "tier": 2}),
+        ("breach", 60.0, {"fields": {"sla": "in_place", "target_s": 60.0}}),
+        ("on_scene", 95.0, {"responder": "s-1", "tier": 2})]
+NUISANCE = [("detected", 0, {"device": "smk-5"}), ("located", 0.01, {}),
+            ("queued", 0.02, {"responder": "w-2", "tier": 0}),
+            ("dismissed", 12.0, {"responder": "w-2", "tier": 0, "fields": {"by": "w-2"}})]
+
+
+@pytest.fixture(scope="module")
+def audit_db(influxdb: InfluxDB) -> str:
+    url = influxdb.url("audit_multi")
+    lines = (trail("north", "inc-a", "n-1", [tuple(x) for x in _copy(GOOD)])
+             + trail("north", "inc-b", "n-2", _copy(LATE))
+             + trail("south", "inc-c", "s-1", _copy(NUISANCE))
+             + trail("south", "inc-d", "s-1", _copy(GOOD)))
+
+    async def write() -> None:
+        async with InfluxClient(InfluxTarget.parse(url)) as client:
+            await client.ensure_database()
+            await client.write_lines(lines)
+    asyncio.run(write())
+    return url
+
+
+def _copy(stages: list) -> list:
+    return [(s, t, {k: (dict(v) if isinstance(v, dict) else v) for k, v in e.items()})
+            for s, t, e in stages]
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "audit", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_report_figures_per_incident_and_site(audit_db: str) -> None:
+    r = audit("--influx", audit_db, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = orjson.loads(r.stdout)
+    rows = {i["incident"]: i for i in doc["incidents"]}
+    assert set(rows) == {"inc-a", "inc-b", "inc-c", "inc-d"}
+    a, b, c = rows["inc-a"], rows["inc-b"], rows["inc-c"]
+    assert (a["site"], a["zone"]) == ("north", "n-1")
+    assert a["locate_s"] == pytest.approx(0.01) and a["confirm_s"] == pytest.approx(6.5)
+    assert a["in_place_s"] == pytest.approx(41.0) and a["compliant"] is True
+    assert b["unverified"] is True and b["met"]["confirm"] is True
+    assert b["met"]["in_place"] is False and b["breaches"] == ["in_place"]
+    assert b["lost_in"] == "arrive"  # 45 s from ack to on scene
+    assert b["segments"] == {"locate": 0.01, "decide": 29.99, "page": 0.0,
+                             "acknowledge": 20.0, "arrive": 45.0}
+    assert c["dismissed"] is True and c["confirm_s"] is None and c["compliant"] is True
+    north = doc["sites"]["north"]
+    assert north["incidents"] == 2 and north["compliant"] == 1 and north["unverified"] == 1
+    assert north["in_place"]["p50"] == pytest.approx(41.0)
+    assert north["in_place"]["max"] == pytest.approx(95.0)
+    assert [x["incident"] for x in doc["breaches"]] == ["inc-b"]
+
+
+def test_filters_formats_and_fail_on_breach(audit_db: str) -> None:
+    r = audit("--influx", audit_db, "--format", "json", "--site", "south")
+    assert {i["incident"] for i in orjson.loads(r.stdout)["incidents"]} == {"inc-c", "inc-d"}
+    r = audit("--influx", audit_db, "--format", "json", "--zone", "n-2")
+    assert [i["incident"] for i in orjson.loads(r.stdout)["incidents"]] == ["inc-b"]
+    r = audit("--influx", audit_db, "--format", "json", "--until", "2h")
+    assert orjson.loads(r.stdout)["incidents"] == []
+    r = audit("--influx", audit_db, "--format", "csv", "--site", "north")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("site,incident,zone,t0,locate_s,confirm_s,in_place_s")
+    assert len(lines) == 3 and "in_place" in lines[2] and lines[2].endswith(",arrive")
+    assert audit("--influx", audit_db, "--fail-on-breach").returncode == 1
+    ok = audit("--influx", audit_db, "--fail-on-breach", "--site", "south")
+    assert ok.returncode == 0 and "inc-d" in ok.stdout
+    table = audit("--influx", audit_db)
+    assert table.returncode == 0 and "MISSED" in table.stdout and "arrive" in table.stdout
+    bad = audit("--influx", audit_db, "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_time_bounds_and_helpers() -> None:
+    assert time_bound("24h", "--since") == "now() - 24h"
+    assert time_bound("2026-11-01", "--since") == "'2026-11-01T00:00:00Z'"
+    assert time_bound("2026-11-01T08:30", "--since") == "'2026-11-01T08:30:00Z'"
+    with pytest.raises(ValueError, match="--until"):
+        time_bound("1 day'; DROP", "--until")
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 95) == 5.0
+    assert percentile([], 50) is None
+    assert segments({"detected": 0, "located": 0.5, "confirmed": 3.0, "paged": 3.0,
+                     "acked": 10.0}) == {"locate": 0.5, "decide": 2.5, "page": 0.0,
+                                         "acknowledge": 7.0}
