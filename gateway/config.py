@@ -173,6 +173,8 @@ class Site(Strict):
     mqtt: str | None = None
     influx: str | None = None
     journal: str | None = None
+    journal_max_mb: float = Field(512.0, gt=0)  # trouble at 80 %, signals shed at 95 %
+    journal_keep_days: float = Field(30.0, gt=0)  # finished, forwarded steps kept this long
 
     def device(self, device_id: str) -> Device | None:
         return self._devices.get(device_id)

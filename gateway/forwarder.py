@@ -79,25 +79,45 @@ class Forwarder:
                 await self.wake.wait()
 
     async def flush(self) -> int:
-        """Send everything after the cursor; returns how many steps went out."""
+        """Send everything waiting: all steps first (alarms first), then signals and health."""
+        total = await self._flush_steps()
+        total += await self._flush_records()
+        return total
+
+    async def _write(self, lines: list[str], what: str, first: int, last: int) -> None:
+        try:
+            await self.client.write_lines(lines)
+        except InfluxWriteError as exc:
+            if not exc.permanent:
+                raise InfluxUnreachable(str(exc)) from None
+            # a batch InfluxDB will never take must not block the trail behind it
+            log.error("influxdb refused a batch", what=what, error=str(exc), first_seq=first,
+                      last_seq=last)
+            self.metrics.inc(f"influx.refused_{what}", len(lines))
+
+    async def _flush_steps(self) -> int:
         total = 0
         while True:
-            cursor = self.journal.cursor()
-            steps = self.journal.steps_after(cursor, BATCH)
+            steps = self.journal.steps_after(self.journal.cursor(), BATCH)
             if not steps:
                 return total
-            lines = [step_line(self.site, s) for s in steps]
-            try:
-                await self.client.write_lines(lines)
-            except InfluxWriteError as exc:
-                if not exc.permanent:
-                    raise InfluxUnreachable(str(exc)) from None
-                # a batch InfluxDB will never take must not block the trail behind it
-                log.error("influxdb refused steps", error=str(exc), first_seq=steps[0].seq,
-                          last_seq=steps[-1].seq)
-                self.metrics.inc("influx.refused", len(steps))
-            last = steps[-1].seq
-            assert last is not None
+            first, last = steps[0].seq, steps[-1].seq
+            assert first is not None and last is not None
+            await self._write([step_line(self.site, s) for s in steps], "steps", first, last)
             self.journal.set_cursor(last)
             self.metrics.inc("influx.steps", len(steps))
             total += len(steps)
+
+    async def _flush_records(self) -> int:
+        total = 0
+        while True:
+            rows = self.journal.records_after(0, BATCH)
+            if not rows:
+                return total
+            await self._write([line for _, line in rows], "records", rows[0][0], rows[-1][0])
+            self.journal.forget_records(rows[-1][0])
+            self.metrics.inc("influx.records", len(rows))
+            total += len(rows)
+            # a new step while records drain goes first
+            if self.journal.last_seq() > self.journal.cursor():
+                total += await self._flush_steps()

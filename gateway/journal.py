@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS records (   -- signals and health: line protocol, sent after steps
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    line TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -67,7 +71,8 @@ class Journal:
     # --------------------------------------------------------------- writing
 
     def commit(self, steps: Iterable[Step], outbox: Iterable[tuple[str, str, bytes, bool]] = (),
-               devices: Iterable[DeviceState] = ()) -> list[OutboxItem]:
+               devices: Iterable[DeviceState] = (), records: Iterable[str] = ()
+               ) -> list[OutboxItem]:
         """Make a batch durable in one transaction; returns the outbox rows to send."""
         items: list[OutboxItem] = []
         cur = self.db.cursor()
@@ -93,6 +98,7 @@ class Journal:
             for ds in devices:
                 cur.execute("INSERT OR REPLACE INTO devices(device, body) VALUES (?, ?)",
                             (ds.device, orjson.dumps([ds.state, ds.since_ns, ds.kind])))
+            cur.executemany("INSERT INTO records(line) VALUES (?)", [(r,) for r in records])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -144,6 +150,39 @@ class Journal:
     def last_seq(self) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM steps").fetchone()
         return int(row[0] or 0)
+
+    def records_after(self, seq: int, limit: int = 5000) -> list[tuple[int, str]]:
+        return list(self.db.execute(
+            "SELECT seq, line FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)))
+
+    def forget_records(self, upto: int) -> None:
+        """InfluxDB has these records: they are not needed for anything else."""
+        self.db.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+
+    def pending_records(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM records").fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------- size and pruning
+
+    def used_bytes(self) -> int:
+        """Bytes the journal's live pages take (freed pages are reused, not counted)."""
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def prune(self, before_ns: int) -> int:
+        """Delete steps already in InfluxDB of finished incidents that began before a time.
+
+        Open incidents keep every step (the engine is rebuilt from them); so does
+        anything InfluxDB has not acknowledged. Returns how many steps were deleted.
+        """
+        cur = self.db.execute(
+            "DELETE FROM steps WHERE seq <= ? AND t_ns < ? "
+            "AND incident NOT IN (SELECT id FROM open_incidents)",
+            (self.cursor(), before_ns))
+        return cur.rowcount
 
     # ------------------------------------------------------- forward cursor
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from drivers.signal import PayloadError, Signal
 from gateway.config import Site
 from gateway.engine import OPEN, Engine
 from gateway.forwarder import Forwarder
-from gateway.influx import InfluxClient, InfluxError, InfluxTarget
+from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, Refused, Step
@@ -36,6 +37,9 @@ from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
 log = structlog.get_logger("firegrid.gateway")
 
 BATCH = 512  # inputs per journal transaction at most
+HEALTH_S = 60.0  # health log line, gateway_health record, journal size check
+JOURNAL_TROUBLE = 0.8  # of journal_max_mb: raise trouble/gateway
+JOURNAL_FULL = 0.95  # of journal_max_mb: stop recording signals and health (never steps)
 TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
 
 
@@ -67,6 +71,7 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
+        self.journal_level = 0.0  # used / journal_max_mb
         self.observers: list[Callable[[Step], None]] = []  # e.g. the demo's live display
 
     # ------------------------------------------------------------------ run
@@ -193,6 +198,7 @@ class Gateway:
 
     async def _process_batch(self) -> None:
         out = Decisions()
+        records: list[str] = []
         n = 0
         tokens: list[AckToken] = []
         while n < BATCH and (self.urgent or self.normal):
@@ -201,7 +207,10 @@ class Gateway:
             if item.token is not None:
                 tokens.append(item.token)
             try:
-                out.extend(self._handle(item))
+                decided = self._handle(item)
+                out.extend(decided)
+                if item.kind == "signal":
+                    self._record_signal(item, decided, records)
             except Refused as exc:
                 self.metrics.drop(exc.kind)
                 log.warning("refused", input=item.kind, reason=exc.reason)
@@ -211,8 +220,8 @@ class Gateway:
         out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
-        if out:
-            await self._commit_and_send(out)
+        if out or records:
+            await self._commit_and_send(out, records)
         for token in tokens:  # journaled (or refused): the broker may forget them now
             self.mqtt.ack(token)
 
@@ -230,7 +239,34 @@ class Gateway:
         incident, by, reason = item.data
         return self.engine.close(incident, by, reason, now)
 
-    async def _commit_and_send(self, out: Decisions) -> None:
+    def _record_signal(self, item: Inbound, decided: Decisions, records: list[str]) -> None:
+        """Signals worth auditing: alarm, fault, test, and any that changed a device's state.
+
+        Routine telemetry that changes nothing (a sensor's periodic ``clear``) is counted,
+        not recorded, so a chatty sensor cannot crowd the journal.
+        """
+        sig: Signal = item.data
+        if sig.state == "clear" and not decided.devices:
+            return
+        if self.journal_level >= JOURNAL_FULL:
+            self.metrics.drop("journal_full")
+            return
+        device = self.site.device(sig.device)
+        kind = device.kind if device else (sig.kind or "")
+        fields: dict[str, float | str] = {"n": 1.0}
+        if sig.value is not None:
+            fields["value"] = sig.value
+        records.append(format_point("signal", {"site": self.site.site, "device": sig.device,
+                                               "kind": kind, "state": sig.state},
+                                    fields, item.received_ns))
+        for ds in decided.devices:
+            records.append(format_point(
+                "device_health", {"site": self.site.site, "device": ds.device,
+                                  "kind": ds.kind or ""},
+                {"state": ds.state, "trouble": "fault" if ds.state == "fault" else ""},
+                ds.since_ns))
+
+    async def _commit_and_send(self, out: Decisions, records: list[str] | None = None) -> None:
         outbox: list[tuple[str, str, bytes, bool]] = []
         plain = []
         for p in out.publishes:
@@ -240,7 +276,7 @@ class Gateway:
                 plain.append(p)
         for page in out.pages:
             outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
-        self.journal.commit(out.steps, outbox, out.devices)
+        self.journal.commit(out.steps, outbox, out.devices, records or ())
         self.metrics.inc("steps", len(out.steps))
         for step in out.steps:
             log.info("step", incident=step.incident, stage=step.stage,
@@ -291,11 +327,59 @@ class Gateway:
                                for p in self.engine.retained()))
 
     async def _health_loop(self) -> None:
+        """Every HEALTH_S: a log line, a gateway_health record, journal size and pruning."""
+        started = self.clock()
+        every = float(os.environ.get("FIREGRID_HEALTH_S", HEALTH_S))
         while True:
-            await asyncio.sleep(60)
-            log.info("health", open_incidents=len(self.engine.open_incidents()),
-                     influx_lag=self.forwarder.lag() if self.forwarder else None,
-                     queued=len(self.urgent) + len(self.normal), **self.metrics.snapshot())
+            try:
+                await self._health(started)
+            except Exception:  # health reporting must never take the gateway down
+                log.exception("health check failed")
+            await asyncio.sleep(every)
+
+    async def _health(self, started_ns: int) -> None:
+        keep_ns = round(self.site.journal_keep_days * 86400 * NS)
+        pruned = self.journal.prune(self.clock() - keep_ns)
+        used = self.journal.used_bytes()
+        max_bytes = self.site.journal_max_mb * 1024 * 1024
+        await self._journal_level(used / max_bytes, used)
+        lag = self.forwarder.lag() if self.forwarder else 0
+        snap = self.metrics.snapshot()
+        fields = {
+            "open_incidents": float(len(self.engine.open_incidents())),
+            "influx_lag": float(lag + self.journal.pending_records()),
+            "journal_used_mb": round(used / 1024 / 1024, 3),
+            "queued": float(len(self.urgent) + len(self.normal)),
+            "dropped": float(snap.get("dropped", 0)), "inputs": float(snap.get("inputs", 0)),
+            "steps": float(snap.get("steps", 0)), "pages": float(snap.get("pages", 0)),
+            "reconnects": float(self.mqtt.reconnects),
+            "uptime_s": round((self.clock() - started_ns) / NS, 1),
+        }
+        log.info("health", pruned=pruned, **fields, **{k: v for k, v in snap.items()
+                                                       if k.startswith("dropped.")})
+        if self.journal_level < JOURNAL_FULL:
+            self.journal.commit((), records=[format_point(
+                "gateway_health", {"site": self.site.site}, fields, self.clock())])
+            if self.forwarder is not None:
+                self.forwarder.wake.set()
+
+    async def _journal_level(self, level: float, used: int) -> None:
+        """Raise a trouble well before the journal fills; past JOURNAL_FULL, shed records."""
+        was = self.journal_level
+        self.journal_level = level
+        if level >= JOURNAL_TROUBLE and was < JOURNAL_TROUBLE:
+            log.error("journal filling; InfluxDB must take the backlog or the disk grow",
+                      used_mb=round(used / 1048576, 1), max_mb=self.site.journal_max_mb)
+            body = orjson.dumps({"device": "gateway", "trouble": "journal_filling",
+                                 "since": self.clock() / NS,
+                                 "used_mb": round(used / 1048576, 1),
+                                 "max_mb": self.site.journal_max_mb})
+            self.journal.commit((), [("publish", "trouble/gateway", body, True)])
+            await self._flush_outbox()
+        elif level < JOURNAL_TROUBLE * 0.85 and was >= JOURNAL_TROUBLE:
+            log.info("journal back below its trouble level", used_mb=round(used / 1048576, 1))
+            self.journal.commit((), [("publish", "trouble/gateway", b"", True)])
+            await self._flush_outbox()
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

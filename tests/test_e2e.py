@@ -298,3 +298,54 @@ def test_unreachable_servers_and_bad_config_at_start(tmp_path: Path,
     r = run_cli("run", "--config", str(site), "--mqtt", "tcp://nowhere",
                 "--influx", "http://127.0.0.1:1/x")
     assert r.returncode == 2 and "mqtt://" in r.stderr
+
+
+def test_signals_and_health_reach_influx_and_a_full_journal_raises_trouble(
+        tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB) -> None:
+    text = write_site(tmp_path).read_text() + "journal_max_mb: 0.03\n"  # ~30 KiB: full at once
+    site = tmp_path / "tiny.yaml"
+    site.write_text(text)
+    db = "e2e_health"
+    gw = GatewayProc(site, mosquitto.url, influxdb.url(db), tmp_path / "j.sqlite3",
+                     tmp_path / "gw.log", extra_env={"FIREGRID_HEALTH_S": "1"}).start()
+    probe = Probe(mosquitto.port)
+    try:
+        trouble = probe.wait(lambda m: m.topic == "trouble/gateway" and m.payload, 10).json()
+        assert trouble["trouble"] == "journal_filling" and trouble["max_mb"] == 0.03
+        probe.signal("mcp-b")  # alarms are still handled and every step journaled
+        inc = probe.first_incident("mcp-b")
+        steps_in_influx(influxdb, db, inc, {"detected", "located", "confirmed", "paged"})
+        gw.wait_log("dropped.journal_full=", timeout=10)
+        assert "journal filling" in gw.log_text()
+    finally:
+        probe.close()
+        gw.stop()
+    # with room in the journal, signals, device health and gateway health are recorded
+    gw2 = GatewayProc(write_site(tmp_path), mosquitto.url, influxdb.url(db),
+                      tmp_path / "j2.sqlite3", tmp_path / "gw2.log").start()
+    probe = Probe(mosquitto.port)
+    try:
+        probe.signal("smk-a1")
+        probe.first_incident("smk-a1")
+        probe.signal("tmp-b", "clear", value=21.5)  # first word from it: a state change
+
+        def rows(measurement: str) -> list[dict]:
+            import urllib.parse
+            import urllib.request
+            q = urllib.parse.urlencode({"db": db, "q": f"SELECT * FROM {measurement}"})
+            with urllib.request.urlopen(f"{influxdb.base_url}/query?{q}", timeout=5) as r:
+                series = orjson.loads(r.read())["results"][0].get("series", [])
+            return [dict(zip(s["columns"], v, strict=True)) for s in series for v in s["values"]]
+
+        sig = wait_for(lambda: [r for r in rows("signal") if r["device"] == "smk-a1"], 10,
+                       "signal point")
+        assert sig[0]["state"] == "alarm" and sig[0]["kind"] == "smoke"
+        wait_for(lambda: [r for r in rows("signal") if r["device"] == "tmp-b"
+                          and r["value"] == 21.5], 10, "telemetry value")
+        health = wait_for(lambda: [r for r in rows("device_health")
+                                   if r["device"] == "smk-a1"], 10, "device health")
+        assert health[0]["state"] == "alarm"
+        wait_for(lambda: rows("gateway_health"), 10, "gateway health")
+    finally:
+        probe.close()
+        gw2.stop()
