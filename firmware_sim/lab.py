@@ -28,6 +28,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -342,9 +343,17 @@ class InfluxDB(_ServerProcess):
 
     name = "influxd"
 
-    def __init__(self) -> None:
+    def __init__(self, *, auth: bool = False) -> None:
         super().__init__()
         self._rpc_port: int | None = None
+        self.auth = auth  # [http] auth-enabled: users and passwords, as a 1.x site runs it
+
+    def create_admin(self, user: str, password: str) -> None:
+        """With auth on, the first user must be an admin; InfluxDB allows creating it openly."""
+        data = urllib.parse.urlencode(
+            {"q": f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"})
+        with urllib.request.urlopen(f"{self.base_url}/query", data=data.encode(), timeout=5):
+            pass
 
     def url(self, db: str) -> str:
         """URL of database ``db`` as firegrid's config takes it: ``http://127.0.0.1:<port>/<db>``."""
@@ -404,7 +413,7 @@ bind-address = "127.0.0.1:{self._rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{p}"
-  auth-enabled = false
+  auth-enabled = {"true" if self.auth else "false"}
   log-enabled = false
   pprof-enabled = false
 

@@ -349,3 +349,34 @@ def test_signals_and_health_reach_influx_and_a_full_journal_raises_trouble(
     finally:
         probe.close()
         gw2.stop()
+
+
+def test_influxdb_with_user_and_password(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    influx = InfluxDB(auth=True)
+    influx.start(tmp_path / "influx")
+    try:
+        influx.create_admin("firegrid", "s3cret!")
+        site = write_site(tmp_path)
+        wrong = run_cli("run", "--config", str(site), "--mqtt", mosquitto.url, "--influx",
+                        f"http://firegrid:nope@127.0.0.1:{influx.port}/authdb",
+                        "--journal", str(tmp_path / "j0"))
+        assert wrong.returncode == 3 and "Traceback" not in wrong.stderr
+        assert "nope" not in wrong.stderr and wrong.stderr.strip().count("\n") == 0
+        good = f"http://firegrid:s3cret%21@127.0.0.1:{influx.port}/authdb"
+        gw = GatewayProc(site, mosquitto.url, "http://unused:1/x", tmp_path / "j.sqlite3",
+                         tmp_path / "gw.log", extra_env={"FIREGRID_INFLUX": good})
+        gw.args = [a for a in gw.args if a not in ("--influx", "http://unused:1/x")]
+        gw.start()
+        probe = Probe(mosquitto.port)
+        probe.signal("mcp-a")
+        inc = probe.first_incident("mcp-a")
+
+        def in_report() -> bool:
+            out = run_cli("audit", "--influx", good, "--format", "json")
+            return out.returncode == 0 and inc in out.stdout
+        wait_for(in_report, 10, "the incident in the authenticated database")
+        assert "s3cret" not in gw.log_text()
+        probe.close()
+        assert gw.stop() == 0
+    finally:
+        influx.stop()
