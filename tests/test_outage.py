@@ -45,6 +45,7 @@ def many_building_site(tmp: Path) -> Path:
     return path
 
 
+@pytest.mark.timeout(OUTAGE_S + 120)
 def test_influx_outage_mid_scenario_loses_and_doubles_nothing(tmp_path: Path,
                                                              mosquitto: Mosquitto) -> None:
     influx = InfluxDB()
