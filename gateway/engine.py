@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import orjson
 
@@ -114,12 +115,19 @@ class Engine:
     def reply(self, incident_id: str, decision: str, by: str, now_ns: int) -> Decisions:
         """The grid worker (or another responder) confirms or dismisses a queued incident."""
         inc = self._incident(incident_id)
-        if self.site.responder(by) is None:
-            raise Refused(f"reply by unknown responder {by!r}", "unknown_responder")
         if decision not in ("confirm", "dismiss"):
             raise Refused(f"decision must be confirm or dismiss, got {decision!r}", "bad_payload")
+        if self.site.responder(by) is None:
+            self._refuse(inc, f"reply by unknown responder {by!r}", "unknown_responder",
+                         now_ns, by, f"reply:{decision}")
+        confirmers = self._confirmers(inc)
+        if by not in confirmers:
+            self._refuse(inc, f"{by} may not decide for zone {inc.zone} "
+                         f"(confirmer: {', '.join(sorted(confirmers)) or 'none'})",
+                         "not_confirmer", now_ns, by, f"reply:{decision}")
         if inc.state != OPEN:
-            raise Refused(f"incident {inc.id} is already {inc.state}", "late_reply")
+            self._refuse(inc, f"incident {inc.id} is already {inc.state}", "late_reply",
+                         now_ns, by, f"reply:{decision}")
         out = Decisions()
         tier = self.site.responder(by).tier  # type: ignore[union-attr]
         if decision == "confirm":
@@ -136,11 +144,15 @@ class Engine:
         inc = self._incident(incident_id)
         r = self.site.responder(responder)
         if r is None:
-            raise Refused(f"ack from unknown responder {responder!r}", "unknown_responder")
+            self._refuse(inc, f"ack from unknown responder {responder!r}", "unknown_responder",
+                         now_ns, responder, f"ack:{status}")
         if not inc.active:
-            raise Refused(f"incident {inc.id} is {inc.state}", "late_ack")
+            self._refuse(inc, f"incident {inc.id} is {inc.state}", "late_ack", now_ns,
+                         responder, f"ack:{status}")
         if status != "on_scene" and responder not in inc.paged:
-            raise Refused(f"{responder} was not paged for {inc.id}", "not_paged")
+            self._refuse(inc, f"{responder} was not paged for {inc.id}", "not_paged", now_ns,
+                         responder, f"ack:{status}")
+        assert r is not None
         out = Decisions()
         tier = inc.paged.get(responder, r.tier)
         if status == "decline":
@@ -168,9 +180,12 @@ class Engine:
         inc = self._incident(incident_id)
         r = self.site.responder(by)
         if r is None:
-            raise Refused(f"close by unknown responder {by!r}", "unknown_responder")
+            self._refuse(inc, f"close by unknown responder {by!r}", "unknown_responder", now_ns,
+                         by, "close")
         if not inc.active:
-            raise Refused(f"incident {inc.id} is already {inc.state}", "late_close")
+            self._refuse(inc, f"incident {inc.id} is already {inc.state}", "late_close", now_ns,
+                         by, "close")
+        assert r is not None
         out = Decisions()
         self._emit(out, inc, "closed", now_ns, responder=by, tier=r.tier,
                    fields={"by": by, "reason": reason[:500]})
@@ -254,6 +269,27 @@ class Engine:
         return [i for i in self.incidents.values() if i.active]
 
     # ------------------------------------------------------------- internals
+
+    def _confirmers(self, inc: Incident) -> set[str]:
+        """Who may confirm or dismiss: the zone's grid worker, else any tier-0 responder."""
+        zone = self.site.zone(inc.zone) if inc.zone else None
+        if zone is not None and zone.worker:
+            return {zone.worker}
+        return {r.id for r in self.site.responders if r.tier == 0}
+
+    def _refuse(self, inc: Incident, reason: str, kind: str, now_ns: int, who: str,
+                what: str) -> NoReturn:
+        """Refuse an answer about a known incident, and record that it was refused.
+
+        A forged or misdirected acknowledgement is itself audit evidence, so it becomes a
+        ``refused`` step (carried on the exception) as well as a counted log line.
+        """
+        out = Decisions()
+        r = self.site.responder(who)
+        self._emit(out, inc, "refused", now_ns, responder=who if r else None,
+                   tier=r.tier if r else None,
+                   fields={"reason": kind, "input": what, "from": who[:64]})
+        raise Refused(reason, kind, out)
 
     def _incident(self, incident_id: str) -> Incident:
         inc = self.incidents.get(incident_id) or self.finished.get(incident_id)
@@ -475,7 +511,7 @@ class Engine:
     def _apply(self, step: Step) -> None:
         """The only place incident state changes; replaying steps rebuilds the engine."""
         f = step.fields
-        inc = self.incidents.get(step.incident)
+        inc = self.incidents.get(step.incident) or self.finished.get(step.incident)
         if inc is None:
             if step.stage != "detected":
                 return  # a fragment of an incident whose start was pruned: nothing to resume

@@ -20,7 +20,7 @@ NS = 1_000_000_000
 STAGES = (
     "detected", "located", "queued", "confirmed", "dismissed", "escalated",
     "paged", "acked", "on_scene", "breach", "closed",
-    "declined", "unanswered",
+    "declined", "unanswered", "refused",
 )
 
 
@@ -110,7 +110,8 @@ class Decisions:
 class Refused(Exception):
     """An input the engine will not act on (unknown incident, late reply, ...); counted, logged."""
 
-    def __init__(self, reason: str, kind: str = "refused"):
+    def __init__(self, reason: str, kind: str = "refused", decisions: Decisions | None = None):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
+        self.decisions = decisions  # a ``refused`` step to journal, when it concerns an incident

@@ -214,6 +214,8 @@ class Gateway:
             except Refused as exc:
                 self.metrics.drop(exc.kind)
                 log.warning("refused", input=item.kind, reason=exc.reason)
+                if exc.decisions is not None:
+                    out.extend(exc.decisions)
             except Exception:  # a bug on one input must not stop the gateway for the next
                 self.metrics.drop("internal_error")
                 log.exception("internal error on input", input=item.kind, data=repr(item.data))

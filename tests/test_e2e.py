@@ -203,7 +203,14 @@ def test_garbage_then_a_real_alarm(env) -> None:
     assert log.count("dropped message") >= 200
     assert "unknown device 'no-such-device'" in log
     assert "unknown incident 'inc-nope'" in log
-    steps_in_influx(influxdb, db, inc, {"detected", "located", "queued"})
+    # answers from people the site does not name for this incident: refused, on record
+    probe.pub("page/squad-1/ack", {"incident": inc, "status": "ack"})
+    probe.pub(f"confirm/{inc}/reply", {"decision": "dismiss", "by": "guard-1"})
+    rows = steps_in_influx(influxdb, db, inc, {"detected", "located", "queued", "refused"})
+    wait_for(lambda: len([r for r in influx_steps(influxdb.base_url, db, inc)
+                          if r["stage"] == "refused"]) == 2, 10, "two refused steps")
+    assert probe.incident_state(inc)["state"] == "confirming"
+    assert {r["stage"] for r in rows} <= {"detected", "located", "queued", "refused"}
     assert gw.stop() == 0
     assert "dropped=" in gw.log_text().splitlines()[-1]
 

@@ -970,3 +970,28 @@ def test_property_tick_consumes_every_due_deadline(site_name: str, script) -> No
         assert nxt is None or nxt > now, f"deadline {nxt - now} ns in the past after tick"
 
     _play(site, script, on_tick=check)
+
+
+def test_forged_and_misdirected_answers_are_refused_and_recorded() -> None:
+    """Only the zone's grid worker decides, only a paged responder acks; the rest is evidence."""
+    e = Engine(SITE)
+    d = e.signal(Signal("smk-301", "alarm"), at(0))  # zone b3-2f-east, worker w-07
+    inc = d.steps[0].incident
+    forged = _refused(e.reply, inc, "dismiss", "w-03", at(1))  # another cell's worker
+    assert forged.kind == "not_confirmer"
+    (step,) = forged.decisions.steps
+    assert step.stage == "refused" and step.responder == "w-03" and step.tier == 0
+    assert step.fields == {"reason": "not_confirmer", "input": "reply:dismiss", "from": "w-03"}
+    assert e.incidents[inc].state == "confirming", "a refused dismissal changes nothing"
+    stranger = _refused(e.ack, "mallory", inc, "ack", at(2))
+    (step,) = stranger.decisions.steps
+    assert step.responder is None and step.fields["from"] == "mallory"
+    assert step.fields["reason"] == "unknown_responder"
+    not_paged = _refused(e.ack, "squad-3", inc, "ack", at(3))
+    assert not_paged.kind == "not_paged" and not_paged.decisions.steps[0].tier == 2
+    e.reply(inc, "confirm", "w-07", at(4))
+    late = _refused(e.reply, inc, "dismiss", "w-07", at(5))
+    assert late.kind == "late_reply" and late.decisions.steps[0].stage == "refused"
+    e.ack("guard-1", inc, "ack", at(6))
+    duplicate = _refused(e.ack, "guard-1", inc, "ack", at(7))
+    assert duplicate.decisions is None, "a plain repeat is not evidence of anything"
