@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")"
 
 need=""
-for pkg in mosquitto influxdb socat; do
+for pkg in mosquitto influxdb socat systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need="$need python3-venv python3-pip"

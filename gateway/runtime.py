@@ -33,6 +33,7 @@ from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, Refused, Step
 from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
+from gateway.systemd import Systemd
 
 log = structlog.get_logger("firegrid.gateway")
 
@@ -72,6 +73,8 @@ class Gateway:
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
         self.journal_level = 0.0  # used / journal_max_mb
+        self.systemd = Systemd()
+        self.loop_turns = 0  # the engine loop's heartbeat, watched by the watchdog
         self.observers: list[Callable[[Step], None]] = []  # e.g. the demo's live display
 
     # ------------------------------------------------------------------ run
@@ -101,7 +104,11 @@ class Gateway:
                 asyncio.create_task(self.forwarder.run(), name="influx"),
                 asyncio.create_task(self._health_loop(), name="health"),
             ]
+            if self.systemd.watchdog_s:
+                tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
             self.started.set()
+            self.systemd.ready(f"serving {self.site.site}: "
+                               f"{len(self.engine.open_incidents())} open incidents")
             log.info("gateway running", site=self.site.site, broker=self.mqtt.target.redacted(),
                      influx=self.influx_target.redacted(), journal=str(self.journal.path))
             stopper = asyncio.create_task(stop.wait())
@@ -109,6 +116,7 @@ class Gateway:
             for task in done:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
+            self.systemd.stopping()
             # drain what is already in hand so a clean stop loses nothing
             await self._process_batch()
             with contextlib.suppress(Exception):
@@ -188,6 +196,7 @@ class Gateway:
 
     async def _process_loop(self) -> None:
         while True:
+            self.loop_turns += 1
             if not self.urgent and not self.normal:
                 deadline = self.engine.next_deadline_ns()
                 timeout = None if deadline is None else max(0.0, (deadline - self.clock()) / NS)
@@ -328,6 +337,18 @@ class Gateway:
         await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
                                for p in self.engine.retained()))
 
+    async def _watchdog_loop(self) -> None:
+        """Ping systemd only while the engine loop still turns: wake it, see it move."""
+        assert self.systemd.watchdog_s is not None
+        while True:
+            before = self.loop_turns
+            self._wake.set()
+            await asyncio.sleep(self.systemd.watchdog_s)
+            if self.loop_turns != before:
+                self.systemd.ping()
+            else:
+                log.error("engine loop stalled; withholding the watchdog ping")
+
     async def _health_loop(self) -> None:
         """Every HEALTH_S: a log line, a gateway_health record, journal size and pruning."""
         started = self.clock()
@@ -357,6 +378,9 @@ class Gateway:
             "reconnects": float(self.mqtt.reconnects),
             "uptime_s": round((self.clock() - started_ns) / NS, 1),
         }
+        self.systemd.status(f"{int(fields['open_incidents'])} open incidents, "
+                            f"InfluxDB lag {int(fields['influx_lag'])}, "
+                            f"journal {fields['journal_used_mb']:.1f} MB")
         log.info("health", pruned=pruned, **fields, **{k: v for k, v in snap.items()
                                                        if k.startswith("dropped.")})
         if self.journal_level < JOURNAL_FULL:
