@@ -63,3 +63,25 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in (r.stdout + r.stderr).splitlines()
                 if "firegrid.service" in line]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def test_install_script_lays_out_the_appliance(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    site = Path(__file__).resolve().parent.parent / "configs" / "taibai-demo.yaml"
+    script = UNIT.parent.parent / "install.sh"
+    r = subprocess.run(["sh", str(script), "--root", str(root), str(site)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    unit = root / "etc/systemd/system/firegrid.service"
+    assert unit.read_text() == UNIT.read_text()
+    assert (root / "etc/mosquitto/conf.d/firegrid.conf").is_file()
+    assert (root / "etc/systemd/journald.conf.d/firegrid.conf").is_file()
+    env = root / "etc/firegrid/env"
+    assert env.stat().st_mode & 0o777 == 0o640 and "FIREGRID_INFLUX=" in env.read_text()
+    assert (root / "etc/firegrid/site.yaml").read_text() == site.read_text()
+    assert (root / "opt/firegrid/gateway/engine.py").is_file()
+    assert not (root / "opt/firegrid/.venv").exists()
+    env.write_text("FIREGRID_MQTT=mqtt://u:kept@127.0.0.1:1883\n")
+    subprocess.run(["sh", str(script), "--root", str(root), str(site)], check=True,
+                   capture_output=True, timeout=120)
+    assert "kept" in env.read_text(), "an existing env file (with secrets) is never replaced"
