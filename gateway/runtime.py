@@ -117,10 +117,18 @@ class Gateway:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             self.systemd.stopping()
-            # drain what is already in hand so a clean stop loses nothing
+            # stop the engine loop first, then drain what is already in hand here, so a
+            # clean stop loses nothing and no two batches ever run at once
+            engine_task = tasks[1]
+            engine_task.cancel()
+            await asyncio.gather(engine_task, return_exceptions=True)
+            drain_until = self.clock() + 5 * NS  # under a flood, do not drain forever
+            while (self.urgent or self.normal) and self.clock() < drain_until:
+                await self._process_batch()
             await self._process_batch()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.forwarder.flush(), 3)
+                async with asyncio.timeout(3):
+                    await self.forwarder.flush()
             await self.mqtt.say_offline()
             for task in tasks:
                 task.cancel()
@@ -201,8 +209,11 @@ class Gateway:
                 deadline = self.engine.next_deadline_ns()
                 timeout = None if deadline is None else max(0.0, (deadline - self.clock()) / NS)
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the event is set, so a busy gateway would not stop on SIGTERM
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             await self._process_batch()
 
     async def _process_batch(self) -> None:
