@@ -10,6 +10,7 @@ few seconds so the backlog drains soon after the database is back.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import structlog
 
@@ -61,7 +62,7 @@ class Forwarder:
         while True:
             try:
                 sent = await self.flush()
-            except (TimeoutError, InfluxUnreachable, OSError) as exc:
+            except (TimeoutError, InfluxUnreachable, OSError, sqlite3.Error) as exc:
                 if self.up:
                     log.warning("influxdb down; steps wait in the journal", error=str(exc),
                                 lag=self.lag())

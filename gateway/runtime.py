@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from gateway.forwarder import Forwarder
 from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
 from gateway.metrics import Metrics
-from gateway.model import NS, Decisions, Refused, Step
+from gateway.model import NS, Decisions, DeviceState, Refused, Step
 from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
 from gateway.systemd import Systemd
 
@@ -73,6 +74,10 @@ class Gateway:
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
         self.journal_level = 0.0  # used / journal_max_mb
+        # batches (steps, device states) the journal could not take (disk full), in order
+        self.unjournaled: deque[tuple[list[Step], list[DeviceState]]] = deque()
+        self.journal_failing = ""  # the error, while commits fail
+        self.journal_trouble_shown = False
         self.systemd = Systemd()
         self.loop_turns = 0  # the engine loop's heartbeat, watched by the watchdog
         self.observers: list[Callable[[Step], None]] = []  # e.g. the demo's live display
@@ -242,7 +247,7 @@ class Gateway:
         out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
-        if out or records:
+        if out or records or self.unjournaled:
             await self._commit_and_send(out, records)
         for token in tokens:  # journaled (or refused): the broker may forget them now
             self.mqtt.ack(token)
@@ -298,7 +303,7 @@ class Gateway:
                 plain.append(p)
         for page in out.pages:
             outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
-        self.journal.commit(out.steps, outbox, out.devices, records or ())
+        durable = self._commit(out, outbox, records or [])
         self.metrics.inc("steps", len(out.steps))
         for step in out.steps:
             log.info("step", incident=step.incident, stage=step.stage,
@@ -313,8 +318,13 @@ class Gateway:
         if self.forwarder is not None and out.steps:
             self.forwarder.wake.set()
         # pages and confirm requests first, then the retained state (latest per topic)
-        if outbox:
+        if durable and outbox:
             await self._flush_outbox()
+        elif outbox:  # the journal cannot take them: an alarm is paged all the same
+            for _kind, topic, payload, retain in outbox:
+                if await self.mqtt.publish(topic, payload, retain=retain):
+                    self.metrics.inc("pages.unjournaled")
+        await self._journal_trouble()
         latest: dict[str, Any] = {}
         for p in plain:
             latest.pop(p.topic, None)
@@ -322,6 +332,50 @@ class Gateway:
         if self.mqtt.client is not None:
             await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
                                    for p in latest.values()))
+
+    def _commit(self, out: Decisions, outbox: list[tuple[str, str, bytes, bool]],
+                records: list[str]) -> bool:
+        """Journal a batch; on a failing disk keep its steps in memory and report False.
+
+        Steps held back are retried, in order, before every later batch, so they reach
+        the journal (and InfluxDB) with their own timestamps once the disk has room;
+        only a crash while the disk is full loses them. Records are shed, counted.
+        """
+        try:
+            while self.unjournaled:
+                steps, devices = self.unjournaled[0]
+                self.journal.commit(steps, (), devices)
+                self.unjournaled.popleft()
+            self.journal.commit(out.steps, outbox, out.devices, records)
+        except (sqlite3.Error, OSError) as exc:
+            for step in out.steps:
+                step.seq = None
+            if out.steps or out.devices:
+                self.unjournaled.append((out.steps, out.devices))
+            self.metrics.inc("journal.failed")
+            if records:
+                self.metrics.drop("journal_failed_records")
+            if not self.journal_failing:
+                log.error("journal write failed; alarms are still paged, steps wait in memory",
+                          error=str(exc), held=sum(len(s) for s, _ in self.unjournaled))
+            self.journal_failing = str(exc)
+            return False
+        if self.journal_failing:
+            log.info("journal writable again; held steps are journaled")
+            self.journal_failing = ""
+        return True
+
+    async def _journal_trouble(self) -> None:
+        """Publish or clear ``trouble/gateway`` (journal_failed) when the state changed."""
+        failing = bool(self.journal_failing)
+        if failing == self.journal_trouble_shown:
+            return
+        body = orjson.dumps({"device": "gateway", "trouble": "journal_failed",
+                             "since": self.clock() / NS, "error": self.journal_failing,
+                             "held_steps": sum(len(s) for s, _ in self.unjournaled)}
+                            ) if failing else b""
+        if await self.mqtt.publish("trouble/gateway", body, retain=True):
+            self.journal_trouble_shown = failing
 
     async def _flush_outbox(self) -> None:
         """Send every journaled page and request not yet handed to the broker, oldest first."""
@@ -340,7 +394,10 @@ class Gateway:
                 sent.append(item.id)
                 if item.kind == "page":
                     self.metrics.inc("pages")
-            self.journal.sent(sent)
+            try:
+                self.journal.sent(sent)
+            except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
+                log.warning("outbox rows not cleared", error=str(exc))
 
     async def _on_connect(self) -> None:
         """After every (re)connect: pending pages first, then all retained state again."""
