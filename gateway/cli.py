@@ -56,7 +56,7 @@ def resolve_urls(site: Site, mqtt: str | None, influx: str | None) -> tuple[str,
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="site YAML file")],
-    mqtt: Annotated[str | None, typer.Option(help="mqtt://user:pass@host:port")] = None,
+    mqtt: Annotated[str | None, typer.Option(help="mqtt[s]://user[:pass]@host[:port]")] = None,
     influx: Annotated[str | None, typer.Option(help="http://host:8086/<database>")] = None,
     journal: Annotated[Path | None, typer.Option(help="journal file (SQLite)")] = None,
 ) -> None:
@@ -159,7 +159,7 @@ def demo(
 @app.command()
 def sim(
     scenario: Annotated[str, typer.Argument(help="scenario YAML, or a bundled name: demo")],
-    mqtt: Annotated[str | None, typer.Option(help="mqtt://user:pass@host:port")] = None,
+    mqtt: Annotated[str | None, typer.Option(help="mqtt[s]://user[:pass]@host[:port]")] = None,
     time_scale: Annotated[float, typer.Option(help="multiply scripted times by this")] = 1.0,
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
@@ -196,6 +196,18 @@ def sim(
                    EXIT_UNREACHABLE) from None
     if fmt == "json":
         typer.echo(orjson.dumps(report.to_dict(), default=str).decode())
+
+
+@app.command("broker-config", context_settings={"allow_extra_args": True,
+                                                "ignore_unknown_options": True})
+def broker_config(ctx: typer.Context) -> None:
+    """Mosquitto users, passwords and ACLs for a site: SITE.yaml OUTDIR [--rotate] ...
+
+    See docs/security.md; ``python -m gateway.brokerconf --help`` lists the options.
+    """
+    from gateway.brokerconf import main as brokerconf_main
+
+    raise typer.Exit(brokerconf_main(list(ctx.args)))
 
 
 def main() -> None:

@@ -3,16 +3,25 @@
 A stable client id with ``clean_session=False`` makes the broker keep our
 subscriptions and queue alarms while the gateway is down or reconnecting; the
 retained ``status`` with a last will tells everyone whether the gateway is alive.
+
+``mqtts://`` connects over TLS (site CA from FIREGRID_MQTT_CA, optional client
+certificate), and the password may come from FIREGRID_MQTT_PASSWORD or
+FIREGRID_MQTT_PASSWORD_FILE so it is never on the command line; it is never logged
+(docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 import structlog
@@ -22,6 +31,16 @@ log = structlog.get_logger("firegrid.mqtt")
 # signal/# rather than signal/+ so a malformed topic is seen, counted and dropped
 SUBSCRIPTIONS = ("signal/#", "confirm/+/reply", "page/+/ack", "incident/+/close")
 
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# URL query keys for mqtts:// and the environment variables they override
+TLS_OPTIONS = {"ca": "FIREGRID_MQTT_CA", "cert": "FIREGRID_MQTT_CERT", "key": "FIREGRID_MQTT_KEY"}
+ENV_PASSWORD = "FIREGRID_MQTT_PASSWORD"
+ENV_PASSWORD_FILE = "FIREGRID_MQTT_PASSWORD_FILE"
+# CONNACK refusals that mean "these credentials are not accepted": MQTT 3.1.1 return
+# codes 4 (bad username or password) and 5 (not authorised), as paho reports them
+# (as MQTT 5 reason codes 134 and 135) or as plain integers
+_AUTH_REFUSED = {4, 5, 134, 135}
+
 
 class Unreachable(Exception):
     """A server that cannot be reached at start: exit code 3, one line."""
@@ -29,30 +48,121 @@ class Unreachable(Exception):
 
 @dataclass(frozen=True)
 class MqttTarget:
+    """Where the broker is and how to log in; ``repr`` and ``redacted()`` hide the password."""
+
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None  # None with tls: the system's trusted CAs
+    cert_file: str | None = None  # client certificate (PEM), optional
+    key_file: str | None = None  # its key, when not in cert_file
 
     @classmethod
-    def parse(cls, url: str) -> MqttTarget:
-        """``mqtt://user:pass@127.0.0.1:1883``; the password never appears in an error."""
+    def parse(cls, url: str, env: Mapping[str, str] | None = None) -> MqttTarget:
+        """``mqtt://user:pass@127.0.0.1:1883`` or ``mqtts://user@host:8883``.
+
+        With a username and no password in the URL, the password comes from
+        FIREGRID_MQTT_PASSWORD, else from the file named by FIREGRID_MQTT_PASSWORD_FILE,
+        so it never needs to be on a command line. ``mqtts://`` is TLS (port 8883 by
+        default), with the CA, client certificate and key from the URL query
+        (``?ca=/etc/firegrid/ca.crt&cert=...&key=...``) or else from FIREGRID_MQTT_CA,
+        FIREGRID_MQTT_CERT, FIREGRID_MQTT_KEY. The password never appears in an error.
+        """
+        env = os.environ if env is None else env
+        where = f"MQTT URL {_redact(url)}"
         try:
             parts = urlsplit(url)
-            port = parts.port or 1883
+            scheme = parts.scheme.lower()
+            port = parts.port or DEFAULT_PORTS.get(scheme, 1883)
         except ValueError as exc:
-            raise ValueError(f"MQTT URL {_redact(url)}: {exc}") from None
-        if parts.scheme != "mqtt":
-            raise ValueError(f"MQTT URL {_redact(url)}: scheme must be mqtt://")
+            raise ValueError(f"{where}: {exc}") from None
+        if scheme not in DEFAULT_PORTS:
+            raise ValueError(f"{where}: scheme must be mqtt:// or mqtts:// (TLS)")
         if not parts.hostname:
-            raise ValueError(f"MQTT URL {_redact(url)}: no host")
-        return cls(parts.hostname, port,
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
+            raise ValueError(f"{where}: no host")
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        if username and password is None:
+            password = _env_password(env)
+        tls = scheme == "mqtts"
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(query) - set(TLS_OPTIONS))
+        if unknown:
+            raise ValueError(f"{where}: unknown option {unknown[0]!r} "
+                             f"(known: {', '.join(TLS_OPTIONS)})")
+        if query and not tls:
+            raise ValueError(f"{where}: {', '.join(query)} only with mqtts:// (TLS)")
+        files: dict[str, str | None] = {}
+        for key, var in TLS_OPTIONS.items():
+            # TLS settings from the environment apply to mqtts:// only
+            files[key] = (query.get(key) or env.get(var) or None) if tls else None
+        if files["key"] and not files["cert"]:
+            raise ValueError(f"{where}: a client key needs a client certificate "
+                             f"(cert= or {TLS_OPTIONS['cert']})")
+        target = cls(parts.hostname, port, username, password, tls,
+                     files["ca"], files["cert"], files["key"])
+        target.ssl_context()  # unreadable CA or certificate: a config error now, not later
+        return target
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``mqtts://`` (None for ``mqtt://``); ValueError on bad files.
+
+        Verifies the broker's certificate against ``ca_file`` (or the system CAs) and
+        its name against ``host``; TLS 1.2 at least. Built anew for each connection,
+        so a renewed CA or client certificate is picked up on the next reconnect.
+        """
+        if not self.tls:
+            return None
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"MQTT CA file {self.ca_file}: {_ssl_reason(exc)}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                names = self.cert_file + (f", {self.key_file}" if self.key_file else "")
+                raise ValueError(f"MQTT client certificate {names}: {_ssl_reason(exc)}") from None
+        return ctx
 
     def redacted(self) -> str:
         user = f"{self.username}:***@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``aiomqtt.Client``: address, login and TLS."""
+        return {"hostname": self.host, "port": self.port, "username": self.username,
+                "password": self.password, "tls_context": self.ssl_context()}
+
+
+def _env_password(env: Mapping[str, str]) -> str | None:
+    """FIREGRID_MQTT_PASSWORD, else the first line of FIREGRID_MQTT_PASSWORD_FILE."""
+    if env.get(ENV_PASSWORD):
+        return env[ENV_PASSWORD]
+    path = env.get(ENV_PASSWORD_FILE)
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{ENV_PASSWORD_FILE} {path}: cannot read: {reason}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ValueError(f"{ENV_PASSWORD_FILE} {path}: empty")
+    return lines[0]
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _redact(url: str) -> str:
@@ -60,6 +170,36 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
+
+
+def connect_problem(target: MqttTarget, exc: aiomqtt.MqttError) -> str:
+    """What went wrong, for an operator: a refused login, a failed TLS handshake, or ``exc``."""
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    if isinstance(exc, aiomqtt.MqttCodeError) and code in _AUTH_REFUSED:
+        who = f"user {target.username}" if target.username else "no username (anonymous)"
+        return f"not authorised: the broker refused the login ({who}): {exc}"
+    cause = exc.__context__  # aiomqtt raises MqttError(str(ssl_error)) from None
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = cause.verify_message or cause.reason or str(cause)
+        hint = ("connect with a name or address the broker's certificate lists"
+                if "hostname" in why.lower() or "ip address" in why.lower()
+                else "is FIREGRID_MQTT_CA (or ca=) the site's ca.crt?")
+        return f"TLS handshake failed: certificate verify failed: {why} ({hint})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed: {cause.reason or cause}"
+    if target.tls and (isinstance(cause, ConnectionResetError | BrokenPipeError)
+                       or "handshake" in str(exc).lower()):
+        return f"TLS handshake failed: {exc} (is {target.port} the broker's TLS port?)"
+    return str(exc)
+
+
+def describe_connect_error(target: MqttTarget, exc: aiomqtt.MqttError) -> str:
+    """One line naming the broker and the problem: the CLI prints it and exits 3."""
+    problem = connect_problem(target, exc)
+    if problem == str(exc):
+        return f"MQTT broker {target.redacted()} unreachable: {problem}"
+    return f"MQTT broker {target.redacted()}: {problem}"
 
 
 # topic suffix, payload, receive time ns, and the token to acknowledge it with (or None)
@@ -94,8 +234,7 @@ class MqttLink:
 
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
-            self.target.host, self.target.port,
-            username=self.target.username, password=self.target.password,
+            **self.target.client_kwargs(),
             identifier=self.client_id, clean_session=False, keepalive=10, timeout=5,
             will=aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True),
             # small alarm packets must not wait for Nagle + delayed ACK (~40 ms on Linux)
@@ -103,14 +242,25 @@ class MqttLink:
         )
 
     async def check(self) -> None:
-        """Connect once at start so an unreachable broker is reported, not retried forever."""
+        """Connect once at start so an unreachable broker is reported, not retried forever.
+
+        It logs in as the gateway's own persistent session (same client id, no clean
+        start, nothing acknowledged): a broker with ``use_username_as_clientid`` gives
+        every login by our username that session anyway, and a clean start would throw
+        away the alarms queued for us while we were down. Whatever the broker hands
+        this short connection stays unacknowledged and is delivered again to run().
+        """
         try:
-            async with aiomqtt.Client(self.target.host, self.target.port,
-                                      username=self.target.username,
-                                      password=self.target.password, timeout=5):
+            client = aiomqtt.Client(**self.target.client_kwargs(), identifier=self.client_id,
+                                    clean_session=False, timeout=5)
+        except ValueError as exc:  # CA or certificate became unreadable since parse()
+            raise Unreachable(str(exc)) from None
+        client._client.manual_ack_set(True)
+        try:
+            async with client:
                 pass
         except aiomqtt.MqttError as exc:
-            raise Unreachable(f"MQTT broker {self.target.redacted()} unreachable: {exc}") from None
+            raise Unreachable(describe_connect_error(self.target, exc)) from None
 
     async def run(self) -> None:
         """Stay connected until cancelled; each connection resubscribes and republishes."""
@@ -147,6 +297,9 @@ class MqttLink:
                     finally:
                         on_connect.cancel()
             except aiomqtt.MqttError as exc:
+                log.warning("mqtt link down", broker=self.target.redacted(),
+                            error=connect_problem(self.target, exc), retry_in_s=backoff)
+            except ValueError as exc:  # CA or client certificate unreadable: keep trying
                 log.warning("mqtt link down", broker=self.target.redacted(), error=str(exc),
                             retry_in_s=backoff)
             finally:
