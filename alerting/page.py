@@ -6,6 +6,7 @@ them and report acknowledgements back as Acks.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,14 @@ import orjson
 ACK_STATUSES = ("ack", "on_scene", "decline")
 SCREEN = 80  # characters on a numeric/alpha pager screen
 MAX_ACK = 1024  # an acknowledgement is a few dozen bytes; anything larger is hostile
+
+_REPR = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 6, 6
+
+
+def _show(value: object) -> str:
+    """A short, bounded repr for error messages: a hostile value may be huge or 1000 deep."""
+    return _REPR.repr(value)
 
 
 class AckError(ValueError):
@@ -65,7 +74,7 @@ def decode_mqtt_ack(responder: str, payload: bytes) -> Ack:
     if not isinstance(incident, str) or not incident:
         raise AckError("'incident' must be a non-empty string")
     if status not in ACK_STATUSES:
-        raise AckError(f"'status' must be one of {', '.join(ACK_STATUSES)}; got {status!r:.40}")
+        raise AckError(f"'status' must be one of {', '.join(ACK_STATUSES)}; got {_show(status)}")
     return Ack(responder=responder, incident=incident, status=status)
 
 

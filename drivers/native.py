@@ -7,6 +7,7 @@ transport lives in the gateway runtime; simulators use ``encode`` from the other
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any
 
 import orjson
@@ -16,13 +17,21 @@ from drivers.signal import STATES, PayloadError, Signal
 MAX_PAYLOAD = 4096
 _KEYS = {"kind", "state", "value", "ts", "bearing_deg"}
 
+_REPR = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 6, 6
+
+
+def _show(value: object) -> str:
+    """A short, bounded repr for error messages: a hostile value may be huge or 1000 deep."""
+    return _REPR.repr(value)
+
 
 def _number(obj: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
     v = obj.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise PayloadError(f"{key!r} must be a finite number, got {v!r:.40}")
+        raise PayloadError(f"{key!r} must be a finite number, got {_show(v)}")
     if not lo <= v <= hi:
         raise PayloadError(f"{key!r} out of range [{lo}, {hi}]: {v}")
     return float(v)
@@ -40,13 +49,13 @@ def decode(device: str, payload: bytes) -> Signal:
         raise PayloadError(f"expected a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - _KEYS
     if unknown:
-        raise PayloadError(f"unknown keys {sorted(unknown)!r:.80}")
+        raise PayloadError(f"unknown keys {_show(sorted(unknown))}")
     state = obj.get("state")
     if state not in STATES:
-        raise PayloadError(f"'state' must be one of {', '.join(STATES)}; got {state!r:.40}")
+        raise PayloadError(f"'state' must be one of {', '.join(STATES)}; got {_show(state)}")
     kind = obj.get("kind")
     if kind is not None and not isinstance(kind, str):
-        raise PayloadError(f"'kind' must be a string, got {kind!r:.40}")
+        raise PayloadError(f"'kind' must be a string, got {_show(kind)}")
     return Signal(
         device=device,
         state=state,

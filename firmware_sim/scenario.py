@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.signal import STATES
+from drivers.textguard import MAX_FLOW_DEPTH, flow_depth
 
 ANY_ZONE = "*"
 
@@ -176,17 +177,50 @@ def _place(loc: tuple[int | str, ...]) -> str:
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Validate YAML text; raise ScenarioError listing every problem with its place."""
+    if flow_depth(text) > MAX_FLOW_DEPTH:
+        raise ScenarioError(source, [f"not valid YAML: nested over {MAX_FLOW_DEPTH} deep"])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [f"not valid YAML: {exc}"]) from None
+    except (RecursionError, MemoryError):
+        raise ScenarioError(source, ["not valid YAML: nested too deeply"]) from None
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError on bad tags
+        raise ScenarioError(source, [f"not valid YAML: {type(exc).__name__}: "
+                                     f"{str(exc)[:120]}"]) from None
     if not isinstance(data, dict):
         raise ScenarioError(source, ["expected a mapping at the top level"])
+    bad = list(_unencodable(data, ""))
+    if bad:
+        raise ScenarioError(source, [f"{p}: text that is not valid Unicode (a lone surrogate)"
+                                     for p in bad])
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ScenarioError(source, problems) from None
+
+
+def _unencodable(data: object, place: str, seen: set[int] | None = None) -> list[str]:
+    """Places of strings that cannot be sent as UTF-8 (a lone surrogate escape).
+
+    A YAML alias makes one object appear in many places; each is checked once.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return [place or "(top)"]
+        return []
+    if not isinstance(data, dict | list) or id(data) in seen:
+        return []
+    seen.add(id(data))
+    if isinstance(data, dict):
+        return [p for k, v in data.items()
+                for p in _unencodable(k, place, seen)
+                + _unencodable(v, f"{place}.{k}".lstrip("."), seen)]
+    return [p for i, v in enumerate(data) for p in _unencodable(v, f"{place}[{i}]", seen)]
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.textguard import MAX_FLOW_DEPTH, flow_depth
+
+MAX_SECONDS = 86400.0  # a target or timeout beyond a day is a typo, not a policy
 DEVICE_KINDS = ("smoke", "heat", "co", "gas", "flame", "manual", "camera", "temperature")
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MQTT-topic safe: no '/', '+', '#', spaces
 
@@ -34,13 +37,14 @@ DEFAULT_RADIUS_M: dict[str, float] = {
 class Strict(BaseModel):
     """Base for every config model: unknown keys are errors, not ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are no time, place or threshold a site can mean
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SLA(Strict):
-    locate_s: float = Field(10.0, gt=0)
-    confirm_s: float = Field(30.0, gt=0)
-    in_place_s: float = Field(60.0, gt=0)
+    locate_s: float = Field(10.0, gt=0, le=MAX_SECONDS)
+    confirm_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
+    in_place_s: float = Field(60.0, gt=0, le=MAX_SECONDS)
 
 
 class Zone(Strict):
@@ -159,7 +163,7 @@ class Responder(Strict):
 
 class Tier(Strict):
     tier: int = Field(ge=1)
-    ack_timeout_s: float = Field(gt=0)
+    ack_timeout_s: float = Field(gt=0, le=MAX_SECONDS)
 
 
 class Site(Strict):
@@ -268,12 +272,41 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
     return problems
 
 
+def unencodable(data: Any, place: str = "", seen: set[int] | None = None) -> Iterable[str]:
+    """Places of strings (keys or values) that cannot be written as UTF-8.
+
+    A YAML alias makes one object appear in many places; each is checked once.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            yield place or "(top)"
+        return
+    if not isinstance(data, dict | list) or id(data) in seen:
+        return
+    seen.add(id(data))
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key_place = f"{place}.{k}" if place else str(k)
+            yield from unencodable(k, key_place, seen)
+            yield from unencodable(v, key_place, seen)
+    else:
+        for i, v in enumerate(data):
+            yield from unencodable(v, f"{place}[{i}]", seen)
+
+
 def _line_map(text: str) -> dict[tuple[Any, ...], int]:
     """Map each YAML path (('devices', 3, 'x')) to its 1-based line, for error messages."""
     lines: dict[tuple[Any, ...], int] = {}
+    seen: set[int] = set()  # an alias is walked once: an alias bomb stays linear
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         lines[path] = node.start_mark.line + 1
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = k.value
@@ -285,7 +318,7 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except Exception:  # already parsed once; the map only adds line numbers
         return lines
     if root is not None:
         walk(root, ())
@@ -306,6 +339,8 @@ def _parse_place(place: str) -> tuple[Any, ...]:
 
 def parse_site(text: str, source: str = "<config>") -> Site:
     """Parse YAML text into a Site, or raise ConfigError listing every problem with its place."""
+    if flow_depth(text) > MAX_FLOW_DEPTH:
+        raise ConfigError(source, [("", f"not valid YAML: nested over {MAX_FLOW_DEPTH} deep")])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -313,8 +348,17 @@ def parse_site(text: str, source: str = "<config>") -> Site:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(source, [(where, f"not valid YAML: {problem}")]) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(source, [("", "not valid YAML: nested too deeply")]) from None
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError on bad tags
+        raise ConfigError(source, [("", f"not valid YAML: {type(exc).__name__}: "
+                                        f"{str(exc)[:120]}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "expected a mapping at the top (site:, zones:, ...)")])
+    bad_text = list(unencodable(data))
+    if bad_text:
+        raise ConfigError(source, [(place, "text that is not valid Unicode (a lone surrogate)")
+                                   for place in bad_text])
     lines = _line_map(text)
     try:
         site = Site.model_validate(data)

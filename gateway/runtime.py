@@ -42,6 +42,7 @@ BATCH = 512  # inputs per journal transaction at most
 HEALTH_S = 60.0  # health log line, gateway_health record, journal size check
 JOURNAL_TROUBLE = 0.8  # of journal_max_mb: raise trouble/gateway
 JOURNAL_FULL = 0.95  # of journal_max_mb: stop recording signals and health (never steps)
+MAX_ANSWER = 4096  # bytes of a confirm reply or a close: a few dozen are enough
 TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
 
 
@@ -168,6 +169,11 @@ class Gateway:
             self.metrics.drop("bad_payload")
             log.warning("dropped message", topic=topic, reason=str(exc), size=len(payload))
             item = None
+        except Exception as exc:  # a decoder bug must cost one message, never the MQTT link
+            self.metrics.drop("internal_error")
+            log.error("dropped message: decoder failed", topic=topic, size=len(payload),
+                      error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            item = None
         if item is None:
             self.mqtt.ack(token)
             return
@@ -188,6 +194,8 @@ class Gateway:
         if len(parts) == 2 and parts[0] == "signal":
             return Inbound("signal", received_ns, native.decode(parts[1], payload))
         if len(parts) == 3 and parts[0] == "confirm" and parts[2] == "reply":
+            if len(payload) > MAX_ANSWER:
+                raise PayloadError(f"reply of {len(payload)} bytes is over {MAX_ANSWER}")
             obj = _json_object(payload)
             decision, by = obj.get("decision"), obj.get("by")
             if decision not in ("confirm", "dismiss") or not isinstance(by, str):
@@ -196,6 +204,8 @@ class Gateway:
         if len(parts) == 3 and parts[0] == "page" and parts[2] == "ack":
             return Inbound("ack", received_ns, decode_mqtt_ack(parts[1], payload))
         if len(parts) == 3 and parts[0] == "incident" and parts[2] == "close":
+            if len(payload) > MAX_ANSWER:
+                raise PayloadError(f"close of {len(payload)} bytes is over {MAX_ANSWER}")
             obj = _json_object(payload)
             by, reason = obj.get("by"), obj.get("reason", "")
             if not isinstance(by, str) or not isinstance(reason, str):
