@@ -15,22 +15,27 @@ def flow_depth(text: str) -> int:
     depth = deepest = 0
     quote = ""
     escaped = False
+    prev = "\n"  # last character that was not a space, outside quotes
     for ch in text:
-        if quote:
+        if ch == "\n":
+            quote = ""  # a quoted scalar is read line by line here: never hides the rest
+            escaped = False
+        elif quote:
             if escaped:
                 escaped = False
             elif ch == "\\" and quote == '"':
                 escaped = True
             elif ch == quote:
                 quote = ""
-        elif ch in "\"'":
-            quote = ch
+            continue
+        elif ch in "\"'" and prev in "\n:-[{,?":
+            quote = ch  # a quote opens a scalar only where one can start ("worker's" is text)
         elif ch in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth
         elif ch in "]}" and depth:
             depth -= 1
-        elif ch == "\n":
-            quote = ""  # a stray quote does not swallow the rest of the file
+        if ch not in " \t":
+            prev = ch
     return deepest

@@ -428,3 +428,18 @@ def test_bench_fuzz_finds_nothing_but_the_known_bugs(bench_run) -> None:
     unknown = [f for f in found if not is_known(f["target"], f["kind"], f["exc"], f["where"])]
     assert not unknown, json.dumps(unknown, indent=1)
     assert rc == (1 if found else 0), stdout
+
+
+@pytest.mark.parametrize("prefix", ["", "description: the grid worker's story\n",
+                                    'name: "a [ in quotes"\n'])
+def test_deep_flow_nesting_is_refused_before_parsing(prefix: str) -> None:
+    """A plain apostrophe or a quoted bracket must not hide 2,000 brackets from the guard."""
+    import time
+
+    text = prefix + "deep: " + "[" * 2000 + "]" * 2000 + "\n"
+    t0 = time.perf_counter()
+    with pytest.raises(ScenarioError, match="nested over 64 deep"):
+        parse_scenario(text, "t.yaml")
+    with pytest.raises(ConfigError, match="nested over 64 deep"):
+        parse_site(text, "t.yaml")
+    assert time.perf_counter() - t0 < 0.1
