@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,11 +35,54 @@ DEFAULT_RADIUS_M: dict[str, float] = {
 }
 
 
+# Rules that may confirm an incident without the grid worker (docs/locating.md). A manual
+# call point always does (EN 54-2: it overrides every delay), so it is not in this list.
+AUTO_CONFIRM_RULES = ("coincidence", "multi_criteria", "camera_detector")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class Strict(BaseModel):
     """Base for every config model: unknown keys are errors, not ignored."""
 
     # NaN and infinity are no time, place or threshold a site can mean
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Window(Strict):
+    """A disablement window (hot work, a detector being serviced), with a UTC offset.
+
+    During it the device's (or zone's) signals are still recorded, but they do not open,
+    join or confirm an incident; its start and end are each a ``rule`` step.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              populate_by_name=True)
+
+    start: datetime = Field(alias="from")
+    until: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _aware_and_ordered(self) -> Window:
+        if self.start.tzinfo is None or self.until.tzinfo is None:
+            raise ValueError("give times with a UTC offset, e.g. 2026-01-05T08:00:00+08:00")
+        if self.until <= self.start:
+            raise ValueError("until must be after from")
+        return self
+
+    @property
+    def start_ns(self) -> int:
+        return _unix_ns(self.start)
+
+    @property
+    def until_ns(self) -> int:
+        return _unix_ns(self.until)
+
+
+def _unix_ns(t: datetime) -> int:
+    """Exact integer nanoseconds (a float timestamp would lose the last digits)."""
+    d = t - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1_000
 
 
 class SLA(Strict):
@@ -55,6 +99,17 @@ class Zone(Strict):
     polygon: list[tuple[float, float]] = Field(min_length=3)
     worker: str | None = None
     ask_human: bool = False
+    # which automatic rules may confirm here; None = all. ask_human: true allows none.
+    auto_confirm: list[Literal[AUTO_CONFIRM_RULES]] | None = None  # type: ignore[valid-type]
+    disabled: list[Window] = Field(default_factory=list)
+
+    def allows(self, rule: str) -> bool:
+        """May ``rule`` confirm an incident here? A manual call point always may."""
+        if rule == "manual_call_point":
+            return True
+        if self.ask_human:
+            return False
+        return self.auto_confirm is None or rule in self.auto_confirm
 
 
 class Device(Strict):
@@ -72,6 +127,7 @@ class Device(Strict):
     scale: float = 1.0
     alarm_at: float | None = None
     clear_at: float | None = None
+    disabled: list[Window] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _thresholds(self) -> Device:

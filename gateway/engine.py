@@ -9,6 +9,15 @@ The 10·30·60 flow for one incident:
   or the grid worker's reply) | queued → escalated at T0+confirm_s | dismissed
   → paged tier 1 → acked / on_scene, or unanswered at ack_timeout_s → paged tier 2 ...
   → closed by a person.  A ``breach`` step is recorded the moment a target passes unmet.
+
+Locating, clustering and verification (docs/locating.md): the first ``located`` comes in
+the same call as the first signal, at the detector (or along a camera's bearing); every
+further detector refines it with ``gateway.locate`` and records a further ``located``
+whose fields carry the estimate, so a replay needs no re-computation. An alarm joins an
+incident by building, floor order, distance and, for smoke on the fire floor, by whether
+one fire explains it better than two. Verification only decides whether the confirm
+queue can be skipped; nothing waits for it. Disablement windows come from the site file;
+their start and end are ``rule`` steps.
 """
 
 from __future__ import annotations
@@ -24,12 +33,25 @@ import orjson
 
 from alerting.page import SCREEN, Page
 from drivers.signal import Signal
-from gateway.config import Device, Site, Zone
+from gateway import locate
+from gateway.config import Device, Site, Window, Zone
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, Decisions, DeviceState, Publish, Refused, Step
 
 FINISHED_KEPT = 1000
-CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, joins it
+CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, may join it
+VERTICAL_MIN_S = 30.0  # smoke takes at least this long to reach the floor above (docs)
+SPLIT_COST = 12.0  # -2 log L two fires must gain over one before an alarm is a new fire
+NEIGHBOUR_M = 8.0  # a smoke alarm this near an alarmed one is spread (detector spacing)
+HEAT_RISE_K = 8.0  # analog heat or temperature rise that counts as heat (multi-criteria)
+CO_RISE_PPM = 25.0  # analog CO rise that counts as combustion gas (multi-criteria)
+ANALOG_FRESH_S = 120.0  # an analog reading older than this is no evidence
+ANALOG_BAND = {"heat": 1.0, "temperature": 1.0, "co": 3.0}  # baseline follows within this
+FIRE_KINDS = frozenset({"smoke", "heat", "flame", "co", "temperature"})  # for coincidence
+HEATLIKE = frozenset({"heat", "temperature", "co"})
+NEAR_SIGMA_M = {"heat": 6.0, "temperature": 6.0, "co": 9.0, "flame": 10.0, "gas": 8.0,
+                "manual": 10.0}  # "near here" for alarms outside the smoke time model
+RULE_LOOKBACK_NS = 7 * 86_400 * NS  # window changes older than this are not re-recorded
 OPEN, CONFIRMED, DISMISSED, CLOSED = "confirming", "confirmed", "dismissed", "closed"
 
 
@@ -59,6 +81,9 @@ class Incident:
     repeats: int = 0
     breaches: set[str] = field(default_factory=set)
     last_ns: int = 0
+    method: str = ""
+    t_ignition: float | None = None  # seconds from T0, from the last refinement
+    bearings: dict[str, float] = field(default_factory=dict)  # camera -> bearing_deg
 
     @property
     def active(self) -> bool:
@@ -69,7 +94,7 @@ class Incident:
             "id": self.id, "site": site, "state": self.state, "zone": self.zone,
             "building": None if self.building.startswith("zone:") else self.building,
             "floor": self.floor, "x": round(self.x, 2), "y": round(self.y, 2),
-            "error_m": round(self.error_m, 2), "t0": self.t0_ns / NS,
+            "error_m": round(self.error_m, 2), "method": self.method, "t0": self.t0_ns / NS,
             "unverified": self.unverified, "confirmed_by": self.confirmed_by,
             "devices": sorted(self.devices), "tier": self.tier,
             "paged": sorted(self.paged), "acked": sorted(self.acked),
@@ -77,8 +102,46 @@ class Incident:
         }
 
 
+@dataclass(slots=True)
+class _Analog:
+    """A sensor's analog readings: a slow baseline and the latest value (sensor state)."""
+
+    baseline: float
+    value: float
+    t_ns: int
+
+    @property
+    def rise(self) -> float:
+        return self.value - self.baseline
+
+
+@dataclass(slots=True)
+class _Layout:
+    """What the engine derives from the site file once: it never changes while running."""
+
+    zone_of: dict[str, Zone]
+    floor_devices: dict[tuple[str, int], list[Device]]
+    plans: dict[tuple[str, int], locate.FloorPlan]  # built when first needed
+    windows: list[tuple[str, str, str, Window]]  # (rule id, scope, target, window)
+
+    @classmethod
+    def of(cls, site: Site) -> _Layout:
+        zone_of: dict[str, Zone] = {}
+        floor_devices: dict[tuple[str, int], list[Device]] = {}
+        for d in site.devices:
+            z = zone_at(site, d.floor, d.x, d.y)
+            if z is not None:
+                zone_of[d.id] = z
+                floor_devices.setdefault((building_of(z), d.floor), []).append(d)
+        windows = [
+            *((f"rule-zone-{z.id}", "zone", z.id, w) for z in site.zones for w in z.disabled),
+            *((f"rule-device-{d.id}", "device", d.id, w) for d in site.devices
+              for w in d.disabled)]
+        return cls(zone_of, floor_devices, {}, windows)
+
+
 class Engine:
-    def __init__(self, site: Site):
+    def __init__(self, site: Site, layout: _Layout | None = None):
         self.site = site
         self.incidents: dict[str, Incident] = {}  # active ones only
         # recently closed or dismissed, so late answers are refused with the right reason;
@@ -86,11 +149,23 @@ class Engine:
         self.finished: OrderedDict[str, Incident] = OrderedDict()
         self.device_states: dict[str, DeviceState] = {}
         self.counter = 0
-        self._zone_of: dict[str, Zone] = {}
-        for d in site.devices:
-            z = zone_at(site, d.floor, d.x, d.y)
-            if z is not None:
-                self._zone_of[d.id] = z
+        self._layout = layout if layout is not None else _Layout.of(site)
+        self._zone_of = self._layout.zone_of
+        self._floor_devices = self._layout.floor_devices
+        self._plans = self._layout.plans
+        self._windows = self._layout.windows
+        # Sensor state, like device_states: not rebuilt from steps. After a restart a
+        # sensor's baseline starts again from its next reading (docs/locating.md).
+        self.analog: dict[str, _Analog] = {}
+        self._rule_done: set[tuple[str, int]] = set()  # (rule id, boundary t_ns) recorded
+        self._rules_seen_ns: int | None = None  # boundaries up to here are settled
+
+    def fresh(self) -> Engine:
+        """A new, empty engine for the same site, sharing what is derived from the file.
+
+        For benchmarks and tests that run thousands of scenarios on one site.
+        """
+        return Engine(self.site, self._layout)
 
     # ---------------------------------------------------------------- inputs
 
@@ -98,7 +173,9 @@ class Engine:
         """A device spoke. Alarms open or join an incident; every state change is published.
 
         ``received_ns`` is when the gateway received the signal (T0 of a new incident and the
-        time of its ``detected`` step); ``now_ns`` is when it is being processed.
+        time of its ``detected`` step); ``now_ns`` is when it is being processed. A device in
+        a disablement window stays ``disabled``: its signal is recorded by the runtime, and
+        opens, joins and confirms nothing.
         """
         device = self.site.device(sig.device)
         if device is None:
@@ -107,9 +184,16 @@ class Engine:
             raise Refused(f"device {device.id!r} is a {device.kind}, signal says {sig.kind!r}",
                           "kind_mismatch")
         out = Decisions()
+        received = received_ns or now_ns
+        if self._disabled(device, received):
+            self._device_state(device, "disabled", now_ns, out)
+            return out
         self._device_state(device, _DEVICE_STATE[sig.state], now_ns, out)
+        if sig.value is not None and device.kind in ANALOG_BAND and sig.state != "fault":
+            self._analog_reading(device, sig.value, received, now_ns, out,
+                                 alarm=sig.state == "alarm")
         if sig.state == "alarm":
-            self._alarm(device, now_ns, received_ns or now_ns, out)
+            self._alarm(device, sig, now_ns, received, out)
         return out
 
     def reply(self, incident_id: str, decision: str, by: str, now_ns: int) -> Decisions:
@@ -194,8 +278,10 @@ class Engine:
         return out
 
     def tick(self, now_ns: int) -> Decisions:
-        """Fire every deadline at or before ``now_ns``: escalation, tier timeouts, breaches."""
+        """Fire every deadline at or before ``now_ns``: escalation, tier timeouts, breaches,
+        and the start or end of a disablement window."""
         out = Decisions()
+        self._rule_changes(now_ns, out)
         sla = self.site.sla
         for inc in list(self.incidents.values()):
             if not inc.active:
@@ -219,7 +305,7 @@ class Engine:
     def next_deadline_ns(self) -> int | None:
         """The earliest time ``tick`` has something to do; None when nothing is pending."""
         sla = self.site.sla
-        best: int | None = None
+        best: int | None = self._next_rule_change()
         for inc in self.incidents.values():
             if not inc.active:
                 continue
@@ -313,13 +399,22 @@ class Engine:
         elif prev is not None and prev.state == "fault":
             out.publishes.append(Publish(f"trouble/{device.id}", b"", retain=True, durable=True))
 
-    def _alarm(self, device: Device, now_ns: int, received_ns: int, out: Decisions) -> None:
+    # ------------------------------------------------------------ an alarm
+
+    def _alarm(self, device: Device, sig: Signal, now_ns: int, received_ns: int,
+               out: Decisions) -> None:
         zone = self._zone_of.get(device.id)
         if zone is None:  # config checks every device floor has a zone; belt and braces
             raise Refused(f"device {device.id!r} is in no zone", "no_zone")
-        inc = self._cluster(device, zone)
-        if inc is not None and device.id in inc.devices:
-            return  # already counted in this incident
+        if any(inc.active and device.id in inc.devices for inc in self.incidents.values()):
+            return  # already counted in its incident
+        bearing = sig.bearing_deg if device.kind == "camera" else None
+        inc, est = self._cluster(device, zone, bearing, received_ns)
+        fields: dict[str, object] = {"kind": device.kind}
+        if bearing is not None:
+            fields["bearing_deg"] = float(bearing)
+        if sig.value is not None:
+            fields["value"] = float(sig.value)
         if inc is None:
             self.counter += 1
             # date and time keep ids unique per site even if a journal is ever replaced
@@ -327,15 +422,14 @@ class Engine:
             inc_id = f"inc-{stamp}-{self.counter}"
             self._emit(out, None, "detected", received_ns, incident_id=inc_id, t0_ns=received_ns,
                        zone=zone.id, device=device.id,
-                       fields={"kind": device.kind, "building": building_of(zone),
+                       fields={**fields, "building": building_of(zone),
                                "counter": self.counter})
             inc = self.incidents[inc_id]
         else:
-            self._emit(out, inc, "detected", received_ns, device=device.id,
-                       fields={"kind": device.kind})
-        self._locate(inc, now_ns, out)
+            self._emit(out, inc, "detected", received_ns, device=device.id, fields=fields)
+        self._locate(inc, now_ns, received_ns, out, est)
         if inc.state == OPEN:
-            rule = self._auto_confirm_rule(inc, device)
+            rule = self._auto_confirm_rule(inc, device, received_ns)
             if rule is not None:
                 self._confirm(inc, "confirmed", now_ns, out,
                               fields={"by": "auto", "rule": rule, "trigger": device.id})
@@ -343,55 +437,350 @@ class Engine:
                 self._queue(inc, now_ns, out)
         self._publish_incident(inc, out)
 
-    def _cluster(self, device: Device, zone: Zone) -> Incident | None:
-        """The open incident this alarm belongs to: same building, near floor, within CLUSTER_M."""
+    def _cluster(self, device: Device, zone: Zone, bearing: float | None, t_ns: int
+                 ) -> tuple[Incident | None, locate.Estimate | None]:
+        """The open incident this alarm belongs to, if any, and the refined estimate with it.
+
+        Never across buildings; never to a floor below the fire (smoke does not sink); to the
+        floor above only ``VERTICAL_MIN_S`` after that floor's first alarm; within
+        ``CLUSTER_M``. A smoke alarm on the fire floor must also be explained by one fire:
+        if adding it to the incident costs more than ``SPLIT_COST`` over the best single
+        origin (it came too early for the front, or beyond detectors that stayed silent),
+        it is a second fire. Nearest incident wins, and one spreading on this floor wins
+        over one whose smoke would have had to come up from the floor below.
+        """
         building = building_of(zone)
-        best: tuple[float, Incident] | None = None
+        best: tuple[float, Incident, locate.Estimate | None] | None = None
         for inc in self.incidents.values():
             if not inc.active or inc.building != building:
                 continue
-            for dev_id in inc.devices:
-                other = self.site.device(dev_id)
-                # same floor, or the floor above (smoke rises); a floor below is a new fire
-                if other is None or device.floor - other.floor not in (0, 1):
-                    continue
-                d = math.hypot(other.x - device.x, other.y - device.y)
-                if d <= CLUSTER_M and (best is None or d < best[0]):
-                    best = (d, inc)
-        return best[1] if best else None
+            if device.kind == "camera":
+                miss = self._camera_miss(device, bearing, inc)
+                if miss is not None and (best is None or miss < best[0]):
+                    best = (miss, inc, None)
+                continue
+            fit = self._fits(inc, device, t_ns)
+            if fit is not None and (best is None or fit[0] < best[0]):
+                best = (fit[0], inc, fit[1])
+        return (best[1], best[2]) if best else (None, None)
 
-    def _locate(self, inc: Incident, now_ns: int, out: Decisions) -> None:
-        """Position from the alarming detectors: the first one's own floor, their centroid."""
+    def _fits(self, inc: Incident, device: Device, t_ns: int
+              ) -> tuple[float, locate.Estimate | None] | None:
+        """(score, estimate with the device) if ``device`` may be spread of ``inc``.
+
+        The score is the distance, plus ``CLUSTER_M`` when the smoke had to rise a floor.
+        """
+        members = [(d, t) for d, t in ((self.site.device(i), t) for i, t in inc.devices.items())
+                   if d is not None and d.kind != "camera"]
+        fire_floor = inc.floor
+        if device.floor < fire_floor:
+            return None
+        anchors = [(d.x, d.y) for d, _ in members if d.floor == device.floor]
+        rise = 0.0
+        if device.floor == fire_floor:
+            anchors.append((inc.x, inc.y))
+        elif not anchors:  # first alarm on this floor: smoke came up from the one below
+            below = [(d, t) for d, t in members if d.floor == device.floor - 1]
+            if not below or t_ns - min(t for _, t in below) < _ns(VERTICAL_MIN_S):
+                return None
+            anchors = [(inc.x, inc.y), *((d.x, d.y) for d, _ in below)]
+            rise = CLUSTER_M
+        dist = min(math.hypot(device.x - x, device.y - y) for x, y in anchors)
+        if dist > CLUSTER_M:
+            return None
+        est = None
+        smoke = [d for d, _ in members if d.kind == "smoke" and d.floor == fire_floor]
+        # next to an alarmed detector nothing lies between them: spread, no test needed
+        if (device.kind == "smoke" and device.floor == fire_floor and smoke
+                and min(math.hypot(device.x - d.x, device.y - d.y) for d in smoke)
+                > NEIGHBOUR_M):
+            without = self._solve(inc, t_ns, exclude=device.id, fine=False)
+            with_ = self._solve(inc, t_ns, extra=(device, t_ns), fine=False)
+            if (without is not None and with_ is not None
+                    and with_.cost - without.cost > SPLIT_COST):
+                return None
+        return dist + rise, est
+
+    def _camera_miss(self, cam: Device, bearing: float | None, inc: Incident) -> float | None:
+        """How far the camera's line of sight passes from the incident; None: not seen."""
+        if cam.floor != inc.floor:
+            return None
+        dx, dy = inc.x - cam.x, inc.y - cam.y
+        dist = math.hypot(dx, dy)
+        if dist > locate.CAMERA_RANGE_M + inc.error_m:
+            return None
+        if dist <= inc.error_m:
+            return 0.0
+        look = bearing if bearing is not None else cam.azimuth_deg
+        if look is None:
+            return dist if dist <= cam.radius + inc.error_m else None
+        diff = math.radians((math.degrees(math.atan2(dy, dx)) - look + 180.0) % 360.0 - 180.0)
+        if bearing is None:  # no bearing: anywhere in the field of view
+            half = math.radians((cam.fov_deg or 90.0) / 2)
+            return dist * abs(math.sin(max(0.0, abs(diff) - half))) if abs(diff) <= math.pi / 2 \
+                + half else None
+        if abs(diff) > math.pi / 2:
+            return None
+        miss = dist * abs(math.sin(diff))
+        allowed = inc.error_m + 2.0 + dist * math.tan(math.radians(3 * locate.BEARING_SIGMA_DEG))
+        return miss if miss <= allowed else None
+
+    # ------------------------------------------------------------- locating
+
+    def _fire_floor(self, inc: Incident, extra: Device | None = None) -> int:
+        """The lowest floor in alarm (smoke rises, so it was first); cameras only if alone."""
         devs = [d for d in (self.site.device(i) for i in inc.devices) if d is not None]
-        first = min(devs, key=lambda d: inc.devices[d.id])
-        same_floor = [d for d in devs if d.floor == first.floor]
-        x = sum(d.x for d in same_floor) / len(same_floor)
-        y = sum(d.y for d in same_floor) / len(same_floor)
-        if len(same_floor) == 1:
-            err = first.radius
+        if extra is not None:
+            devs.append(extra)
+        floors = [d.floor for d in devs if d.kind != "camera"]
+        return min(floors) if floors else min(d.floor for d in devs)
+
+    def _plan(self, building: str, floor: int) -> locate.FloorPlan:
+        key = (building, floor)
+        plan = self._plans.get(key)
+        if plan is None:
+            zones = [(z.id, z.polygon) for z in self.site.zones
+                     if z.floor == floor and building_of(z) == building]
+            plan = locate.FloorPlan.build(zones)
+            self._plans[key] = plan
+        return plan
+
+    def _solve(self, inc: Incident, t_ns: int, extra: tuple[Device, int] | None = None,
+               exclude: str | None = None, fine: bool = True) -> locate.Estimate | None:
+        """The evidence of one incident on its fire floor, as of ``t_ns``, through the solver."""
+        floor = self._fire_floor(inc, extra[0] if extra else None)
+        plan = self._plan(inc.building, floor)
+        if plan.px.size == 0:
+            return None
+        zindex = {z: i for i, z in enumerate(plan.zone_ids)}
+        ev = locate.Evidence(now=(t_ns - inc.t0_ns) / NS)
+        members = [(i, t) for i, t in inc.devices.items() if i != exclude]
+        if extra is not None:
+            members.append((extra[0].id, extra[1]))
+        taken = {i for other in self.incidents.values() if other.active for i in other.devices}
+        taken.update(i for i, _ in members)
+        if exclude:
+            taken.add(exclude)
+        for dev_id, t in members:
+            d = self.site.device(dev_id)
+            if d is None or d.floor != floor:
+                continue
+            zi = zindex.get(self._zone_of[d.id].id, -1)
+            if d.kind == "smoke":
+                ev.alarm_xy.append((d.x, d.y))
+                ev.alarm_t.append((t - inc.t0_ns) / NS)
+                ev.alarm_zone.append(zi)
+            elif d.kind == "camera":
+                b = inc.bearings.get(d.id)
+                if b is not None:
+                    ev.cam_xy.append((d.x, d.y))
+                    ev.cam_bearing_deg.append(b)
+                    ev.cam_sigma_deg.append(locate.BEARING_SIGMA_DEG)
+                    ev.cam_zone.append(zi)
+                elif d.azimuth_deg is not None:
+                    ev.cam_xy.append((d.x, d.y))
+                    ev.cam_bearing_deg.append(d.azimuth_deg)
+                    ev.cam_sigma_deg.append(max((d.fov_deg or 90.0) / 2, 5.0))
+                    ev.cam_zone.append(zi)
+                else:
+                    ev.near_xy.append((d.x, d.y))
+                    ev.near_sigma.append(d.radius)
+            elif d.kind != "manual":
+                ev.near_xy.append((d.x, d.y))
+                ev.near_sigma.append(NEAR_SIGMA_M.get(d.kind, d.radius))
+        if not ev.has_position_evidence:  # only call points: a person stood there
+            for dev_id, _ in members:
+                d = self.site.device(dev_id)
+                if d is not None and d.floor == floor and d.kind == "manual":
+                    ev.near_xy.append((d.x, d.y))
+                    ev.near_sigma.append(NEAR_SIGMA_M["manual"])
+        for d in self._floor_devices.get((inc.building, floor), ()):
+            if d.id in taken or self._disabled(d, t_ns):
+                continue
+            state = self.device_states.get(d.id)
+            if d.kind == "smoke" and (state is None or state.state == "normal"):
+                ev.silent_xy.append((d.x, d.y))
+                ev.silent_zone.append(zindex.get(self._zone_of[d.id].id, -1))
+            elif d.kind in ("heat", "temperature"):
+                tr = self.analog.get(d.id)
+                if (tr is not None and tr.rise >= locate.MIN_ANALOG_RISE_K
+                        and 0 <= t_ns - tr.t_ns <= _ns(ANALOG_FRESH_S)):
+                    ev.analog_xy.append((d.x, d.y))
+                    ev.analog_t.append((tr.t_ns - inc.t0_ns) / NS)
+                    ev.analog_rise.append(tr.rise)
+                    ev.analog_zone.append(zindex.get(self._zone_of[d.id].id, -1))
+        return locate.solve(plan, ev, fine)
+
+    def _locate(self, inc: Incident, now_ns: int, t_ns: int, out: Decisions,
+                est: locate.Estimate | None = None) -> None:
+        """First fix at the first device (or along its bearing); then refine on each one."""
+        devs = sorted((d for d in (self.site.device(i) for i in inc.devices) if d is not None),
+                      key=lambda d: inc.devices[d.id])
+        first = devs[0]
+        floor = self._fire_floor(inc)
+        order: list[int] = []
+        for d in devs:
+            if d.kind != "camera" and d.floor not in order:
+                order.append(d.floor)
+        fields: dict[str, object] = {}
+        if inc.located_ns is None and first.kind != "camera":
+            x, y, err, method = first.x, first.y, first.radius, "first"
+            zone = self._zone_of[first.id]
         else:
-            rms = math.sqrt(sum((d.x - x) ** 2 + (d.y - y) ** 2 for d in same_floor)
-                            / len(same_floor))
-            err = max(rms, min(d.radius for d in same_floor) / math.sqrt(len(same_floor)))
-        zone = zone_at(self.site, first.floor, x, y) or self._zone_of[first.id]
+            est = est or self._solve(inc, t_ns)
+            if est is not None:
+                x, y, err, method = est.x, est.y, est.error_m, est.method
+                zone = self.site.zone(est.zone)
+                if est.t_ignition is not None and est.k is not None:
+                    fields = {"t_ignition": round(est.t_ignition, 2),
+                              "spread_k": round(est.k, 2)}
+            else:  # no floor plan to search (degenerate polygons): the detectors' centroid
+                same = [d for d in devs if d.floor == floor] or devs
+                x = sum(d.x for d in same) / len(same)
+                y = sum(d.y for d in same) / len(same)
+                err = max(d.radius for d in same)
+                method = "centroid"
+                zone = zone_at(self.site, floor, x, y) or self._zone_of[same[0].id]
         first_fix = inc.located_ns is None
         step = self._emit(out, inc, "located", now_ns, zone=zone.id,
-                          fields={"x": round(x, 3), "y": round(y, 3), "floor": first.floor,
-                                  "error_m": round(err, 3), "detectors": len(devs)})
+                          fields={"x": round(x, 3), "y": round(y, 3), "floor": floor,
+                                  "error_m": round(err, 3), "detectors": len(devs),
+                                  "method": method,
+                                  "floors": ",".join(str(f) for f in order),
+                                  **fields})
         if first_fix and step.elapsed_s > self.site.sla.locate_s:  # e.g. after a backlog
             self._breach(inc, "locate", self.site.sla.locate_s, now_ns, out)
 
-    def _auto_confirm_rule(self, inc: Incident, device: Device) -> str | None:
-        """Clear evidence skips the confirm queue; it never delays anything."""
-        if device.kind == "manual":
+    # ---------------------------------------------------------- verification
+
+    def _auto_confirm_rule(self, inc: Incident, trigger: Device, t_ns: int) -> str | None:
+        """Clear evidence skips the confirm queue; it never delays anything.
+
+        A manual call point always confirms. Otherwise the incident's zone must allow the
+        rule, and only devices in zones that allow it count: a kitchen (``ask_human``)
+        detector never makes a coincidence, wherever the incident is.
+        """
+        if trigger.kind == "manual":
             return "manual_call_point"
-        zone = self._zone_of[device.id]
-        if zone.ask_human:
-            return None
-        in_zone = [d for d in inc.devices
-                   if self._zone_of.get(d) is not None and self._zone_of[d].id == zone.id
-                   and self.site.device(d).kind != "manual"]  # type: ignore[union-attr]
-        return "coincidence" if len(in_zone) >= 2 else None
+        zone = self.site.zone(inc.zone) if inc.zone else None
+        members = [d for d in (self.site.device(i) for i in inc.devices) if d is not None]
+
+        def counted(rule: str, kinds: frozenset[str] | set[str]) -> list[Device]:
+            return [d for d in members if d.kind in kinds and self._zone_of[d.id].allows(rule)]
+
+        def allowed(rule: str) -> bool:
+            return zone is None or zone.allows(rule)
+
+        if allowed("multi_criteria") and counted("multi_criteria", {"smoke"}) and (
+                counted("multi_criteria", HEATLIKE) or self._analog_near(inc, t_ns)):
+            return "multi_criteria"
+        if allowed("coincidence") and len(counted("coincidence", FIRE_KINDS)) >= 2:
+            return "coincidence"
+        if (allowed("camera_detector") and counted("camera_detector", {"camera"})
+                and counted("camera_detector", FIRE_KINDS)):
+            return "camera_detector"
+        return None
+
+    def _analog_near(self, inc: Incident, t_ns: int) -> list[Device]:
+        """Heat or CO sensors near the incident whose latest reading rose past the threshold."""
+        return [d for d in self._floor_devices.get((inc.building, inc.floor), ())
+                if d.kind in HEATLIKE and d.id not in inc.devices
+                and self._analog_evidence(d, inc, t_ns)]
+
+    def _analog_evidence(self, d: Device, inc: Incident, t_ns: int) -> bool:
+        """Does this sensor's latest reading count as heat or CO for this incident?"""
+        tr = self.analog.get(d.id)
+        if tr is None:
+            return False
+        need = CO_RISE_PPM if d.kind == "co" else HEAT_RISE_K
+        return (tr.rise >= need and abs(t_ns - tr.t_ns) <= _ns(ANALOG_FRESH_S)
+                and math.hypot(d.x - inc.x, d.y - inc.y) <= d.radius + inc.error_m + 3.0
+                and self._zone_of[d.id].allows("multi_criteria")
+                and not self._disabled(d, t_ns))
+
+    def _analog_reading(self, device: Device, value: float, t_ns: int, now_ns: int,
+                        out: Decisions, alarm: bool) -> None:
+        """Track a sensor's baseline; a rise past the threshold may confirm an open incident."""
+        tr = self.analog.get(device.id)
+        if tr is None:
+            self.analog[device.id] = _Analog(value, value, t_ns)
+            return
+        if value <= tr.baseline + ANALOG_BAND[device.kind]:
+            tr.baseline += 0.2 * (value - tr.baseline)  # follows the room, not the fire
+        tr.value, tr.t_ns = value, t_ns
+        if alarm:
+            return  # the alarm itself is the evidence: handled as it joins an incident
+        zone = self._zone_of.get(device.id)
+        if zone is None or tr.rise < (CO_RISE_PPM if device.kind == "co" else HEAT_RISE_K):
+            return
+        building = building_of(zone)
+        for inc in list(self.incidents.values()):
+            if (inc.state != OPEN or inc.building != building or inc.floor != device.floor
+                    or device.id in inc.devices
+                    or not self._analog_evidence(device, inc, t_ns)):
+                continue
+            rule = self._auto_confirm_rule(inc, device, t_ns)
+            if rule == "multi_criteria":
+                self._confirm(inc, "confirmed", now_ns, out,
+                              fields={"by": "auto", "rule": rule, "trigger": device.id,
+                                      "rise": round(tr.rise, 2)})
+                self._publish_incident(inc, out)
+
+    # ---------------------------------------------------- disablement windows
+
+    def _disabled(self, device: Device, t_ns: int) -> bool:
+        zone = self._zone_of.get(device.id)
+        for _rid, scope, target, w in self._windows:
+            if (target == device.id if scope == "device" else zone is not None
+                    and target == zone.id) and w.start_ns <= t_ns < w.until_ns:
+                return True
+        return False
+
+    def _boundaries(self) -> list[tuple[int, str, str, str, str, Window]]:
+        """(t_ns, rule id, start|end, scope, target, window) of every window, in time order."""
+        out = []
+        for rid, scope, target, w in self._windows:
+            out.append((w.start_ns, rid, "start", scope, target, w))
+            out.append((w.until_ns, rid, "end", scope, target, w))
+        return sorted(out, key=lambda b: (b[0], b[1], b[2] == "start"))
+
+    def _next_rule_change(self) -> int | None:
+        seen = self._rules_seen_ns
+        for t, rid, *_ in self._boundaries():
+            if (seen is None or t > seen) and (rid, t) not in self._rule_done:
+                return t
+        return None
+
+    def _rule_changes(self, now_ns: int, out: Decisions) -> None:
+        """Record each window start and end that has come, at its own time, once."""
+        if not self._windows:
+            return
+        lo = self._rules_seen_ns if self._rules_seen_ns is not None else (
+            now_ns - RULE_LOOKBACK_NS)
+        if self._rules_seen_ns is not None and now_ns <= lo:
+            return
+        crossed = False
+        for t, rid, change, scope, target, w in self._boundaries():
+            if not lo < t <= now_ns or (rid, t) in self._rule_done:
+                continue
+            crossed = True
+            device = target if scope == "device" else None
+            zone = target if scope == "zone" else self._zone_of[target].id \
+                if target in self._zone_of else None
+            self._emit(out, None, "rule", t, incident_id=rid, t0_ns=w.start_ns, zone=zone,
+                       device=device,
+                       fields={"rule": "disabled", "change": change, "scope": scope,
+                               "target": target, "from": w.start.isoformat(),
+                               "until": w.until.isoformat(), "reason": w.reason[:200]})
+        self._rules_seen_ns = now_ns
+        if not crossed:
+            return
+        for d in self.site.devices:
+            ds = self.device_states.get(d.id)
+            if self._disabled(d, now_ns):
+                self._device_state(d, "disabled", now_ns, out)
+            elif ds is not None and ds.state == "disabled":
+                self._device_state(d, "normal", now_ns, out)
 
     def _confirm(self, inc: Incident, stage: str, now_ns: int, out: Decisions,
                  **kw: object) -> None:
@@ -511,6 +900,9 @@ class Engine:
     def _apply(self, step: Step) -> None:
         """The only place incident state changes; replaying steps rebuilds the engine."""
         f = step.fields
+        if step.stage == "rule":  # a disablement window started or ended: recorded once
+            self._rule_done.add((step.incident, step.t_ns))
+            return
         inc = self.incidents.get(step.incident) or self.finished.get(step.incident)
         if inc is None:
             if step.stage != "detected":
@@ -523,9 +915,12 @@ class Engine:
         s = step.stage
         if s == "detected" and step.device:
             inc.devices.setdefault(step.device, step.t_ns)
+            if f.get("bearing_deg") is not None:
+                inc.bearings[step.device] = f["bearing_deg"]
         elif s == "located":
             inc.x, inc.y, inc.floor = f["x"], f["y"], f["floor"]
             inc.error_m, inc.zone = f["error_m"], step.zone
+            inc.method, inc.t_ignition = f.get("method", ""), f.get("t_ignition")
             if inc.located_ns is None:
                 inc.located_ns = step.t_ns
         elif s == "queued":

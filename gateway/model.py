@@ -20,7 +20,7 @@ NS = 1_000_000_000
 STAGES = (
     "detected", "located", "queued", "confirmed", "dismissed", "escalated",
     "paged", "acked", "on_scene", "breach", "closed",
-    "declined", "unanswered", "refused",
+    "declined", "unanswered", "refused", "rule",
 )
 
 
