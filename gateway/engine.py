@@ -876,8 +876,11 @@ class Engine:
 
     def _publish_incident(self, inc: Incident, out: Decisions) -> None:
         out.publishes = [p for p in out.publishes if p.topic != f"incident/{inc.id}"]
+        # a final state goes through the outbox: after a crash, finished incidents are not
+        # republished, so a lost 'closed' would leave the broker saying 'confirmed' forever
         out.publishes.append(Publish(f"incident/{inc.id}",
-                                     orjson.dumps(inc.public(self.site.site)), retain=True))
+                                     orjson.dumps(inc.public(self.site.site)), retain=True,
+                                     durable=not inc.active))
 
     def _emit(self, out: Decisions, inc: Incident | None, stage: str, now_ns: int, *,
               incident_id: str | None = None, t0_ns: int | None = None,

@@ -101,7 +101,8 @@ class Journal:
             cur.executemany("INSERT INTO records(line) VALUES (?)", [(r,) for r in records])
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite has already rolled back on a full disk
+                cur.execute("ROLLBACK")
             raise
         return items
 

@@ -218,11 +218,14 @@ class Gateway:
     # ----------------------------------------------------------- processing
 
     async def _process_loop(self) -> None:
+        await self._read_backlog_first()
         while True:
             self.loop_turns += 1
             if not self.urgent and not self.normal:
                 deadline = self.engine.next_deadline_ns()
                 timeout = None if deadline is None else max(0.0, (deadline - self.clock()) / NS)
+                if self.unjournaled:  # held steps: retry the journal every second
+                    timeout = 1.0 if timeout is None else min(timeout, 1.0)
                 self._wake.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that lands as the event is set, so a busy gateway would not stop on SIGTERM
@@ -230,6 +233,26 @@ class Gateway:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
             await self._process_batch()
+
+    async def _read_backlog_first(self) -> None:
+        """After a restart, read what the broker kept for us before any timer fires.
+
+        Answers sent while the gateway was down (a worker's confirm before its deadline, a
+        guard's ack) must be applied before the overdue deadlines they would have stopped;
+        otherwise a restart escalates and pages for nothing. Waits for the connection (5 s
+        at most), then until the inbox has been quiet for 0.2 s (2 s at most).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.mqtt.connected.wait()
+        end = self.clock() + 2 * NS
+        seen = -1
+        while self.clock() < end:
+            waiting = len(self.urgent) + len(self.normal)
+            if waiting == seen:
+                break
+            seen = waiting
+            await asyncio.sleep(0.2)
 
     async def _process_batch(self) -> None:
         out = Decisions()
@@ -306,10 +329,11 @@ class Gateway:
     async def _commit_and_send(self, out: Decisions, records: list[str] | None = None) -> None:
         outbox: list[tuple[str, str, bytes, bool]] = []
         plain = []
+        durable_topics = {p.topic for p in out.publishes if p.durable}
         for p in out.publishes:
             if p.durable:
                 outbox.append(("publish", p.topic, p.payload, p.retain))
-            else:
+            elif p.topic not in durable_topics:  # the durable one is the later, final state
                 plain.append(p)
         for page in out.pages:
             outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
