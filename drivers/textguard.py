@@ -1,4 +1,4 @@
-"""Cheap checks on untrusted text before a parser that recurses sees it.
+"""Cheap checks on untrusted text: before a parser that recurses sees it, and after.
 
 PyYAML builds nested flow collections (``[[[...]]]``) by recursion: a few kilobytes of
 brackets cost it a third of a second and end in RecursionError. Counting the depth
@@ -6,6 +6,8 @@ first is linear and lets a site or scenario file be refused at once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 MAX_FLOW_DEPTH = 64  # no site or scenario file nests anywhere near this
 
@@ -39,3 +41,28 @@ def flow_depth(text: str) -> int:
         if ch not in " \t":
             prev = ch
     return deepest
+
+
+def unencodable(data: object, place: str = "", seen: set[int] | None = None) -> Iterable[str]:
+    """Places of strings (keys or values) that cannot be written as UTF-8.
+
+    A YAML alias makes one object appear in many places; each is checked once.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            yield place or "(top)"
+        return
+    if not isinstance(data, dict | list) or id(data) in seen:
+        return
+    seen.add(id(data))
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key_place = f"{place}.{k}" if place else str(k)
+            yield from unencodable(k, key_place, seen)
+            yield from unencodable(v, key_place, seen)
+    else:
+        for i, v in enumerate(data):
+            yield from unencodable(v, f"{place}[{i}]", seen)

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.signal import STATES
-from drivers.textguard import MAX_FLOW_DEPTH, flow_depth
+from drivers.textguard import MAX_FLOW_DEPTH, flow_depth, unencodable
 
 ANY_ZONE = "*"
 
@@ -190,7 +190,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
                                      f"{str(exc)[:120]}"]) from None
     if not isinstance(data, dict):
         raise ScenarioError(source, ["expected a mapping at the top level"])
-    bad = list(_unencodable(data, ""))
+    bad = list(unencodable(data))
     if bad:
         raise ScenarioError(source, [f"{p}: text that is not valid Unicode (a lone surrogate)"
                                      for p in bad])
@@ -199,28 +199,6 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         problems = [f"{_place(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ScenarioError(source, problems) from None
-
-
-def _unencodable(data: object, place: str, seen: set[int] | None = None) -> list[str]:
-    """Places of strings that cannot be sent as UTF-8 (a lone surrogate escape).
-
-    A YAML alias makes one object appear in many places; each is checked once.
-    """
-    seen = set() if seen is None else seen
-    if isinstance(data, str):
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            return [place or "(top)"]
-        return []
-    if not isinstance(data, dict | list) or id(data) in seen:
-        return []
-    seen.add(id(data))
-    if isinstance(data, dict):
-        return [p for k, v in data.items()
-                for p in _unencodable(k, place, seen)
-                + _unencodable(v, f"{place}.{k}".lstrip("."), seen)]
-    return [p for i, v in enumerate(data) for p in _unencodable(v, f"{place}[{i}]", seen)]
 
 
 def load_scenario(path: str | Path) -> Scenario:

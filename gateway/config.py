@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.textguard import MAX_FLOW_DEPTH, flow_depth
+from drivers.textguard import MAX_FLOW_DEPTH, flow_depth, unencodable
 
 MAX_SECONDS = 86400.0  # a target or timeout beyond a day is a typo, not a policy
 DEVICE_KINDS = ("smoke", "heat", "co", "gas", "flame", "manual", "camera", "temperature")
@@ -326,31 +326,6 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
         if not any(r.tier == t.tier for r in site.responders):
             problems.append((f"tiers[{i}].tier", f"no responder in tier {t.tier}"))
     return problems
-
-
-def unencodable(data: Any, place: str = "", seen: set[int] | None = None) -> Iterable[str]:
-    """Places of strings (keys or values) that cannot be written as UTF-8.
-
-    A YAML alias makes one object appear in many places; each is checked once.
-    """
-    seen = set() if seen is None else seen
-    if isinstance(data, str):
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            yield place or "(top)"
-        return
-    if not isinstance(data, dict | list) or id(data) in seen:
-        return
-    seen.add(id(data))
-    if isinstance(data, dict):
-        for k, v in data.items():
-            key_place = f"{place}.{k}" if place else str(k)
-            yield from unencodable(k, key_place, seen)
-            yield from unencodable(v, key_place, seen)
-    else:
-        for i, v in enumerate(data):
-            yield from unencodable(v, f"{place}[{i}]", seen)
 
 
 def _line_map(text: str) -> dict[tuple[Any, ...], int]:
