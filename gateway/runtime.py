@@ -75,6 +75,7 @@ class Gateway:
         self.started = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
         self.journal_level = 0.0  # used / journal_max_mb
+        self.timers_released = asyncio.Event()  # set once the restart backlog is read
         # batches (steps, device states) the journal could not take (disk full), in order
         self.unjournaled: deque[tuple[list[Step], list[DeviceState]]] = deque()
         self.journal_failing = ""  # the error, while commits fail
@@ -218,7 +219,13 @@ class Gateway:
     # ----------------------------------------------------------- processing
 
     async def _process_loop(self) -> None:
-        await self._read_backlog_first()
+        release = asyncio.create_task(self._release_timers())
+        try:
+            await self._loop()
+        finally:
+            release.cancel()
+
+    async def _loop(self) -> None:
         while True:
             self.loop_turns += 1
             if not self.urgent and not self.normal:
@@ -226,6 +233,8 @@ class Gateway:
                 timeout = None if deadline is None else max(0.0, (deadline - self.clock()) / NS)
                 if self.unjournaled:  # held steps: retry the journal every second
                     timeout = 1.0 if timeout is None else min(timeout, 1.0)
+                if not self.timers_released.is_set():
+                    timeout = 0.05 if timeout is None else min(timeout, 0.05)
                 self._wake.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that lands as the event is set, so a busy gateway would not stop on SIGTERM
@@ -234,25 +243,30 @@ class Gateway:
                         await self._wake.wait()
             await self._process_batch()
 
-    async def _read_backlog_first(self) -> None:
-        """After a restart, read what the broker kept for us before any timer fires.
+    async def _release_timers(self) -> None:
+        """After a restart, let timers fire only once the broker's backlog has been read.
 
         Answers sent while the gateway was down (a worker's confirm before its deadline, a
         guard's ack) must be applied before the overdue deadlines they would have stopped;
-        otherwise a restart escalates and pages for nothing. Waits for the connection (5 s
-        at most), then until the inbox has been quiet for 0.2 s (2 s at most).
+        otherwise a restart escalates and pages for nothing. Inputs, alarms above all, are
+        processed at once meanwhile; only ``tick`` waits: for the connection (5 s at most),
+        then until the inbox has been quiet for 0.2 s (2 s at most).
         """
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.mqtt.connected.wait()
-        end = self.clock() + 2 * NS
-        seen = -1
-        while self.clock() < end:
-            waiting = len(self.urgent) + len(self.normal)
-            if waiting == seen:
-                break
-            seen = waiting
-            await asyncio.sleep(0.2)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.mqtt.connected.wait()
+            end = self.clock() + 2 * NS
+            seen = -1
+            while self.clock() < end:
+                handled = self.metrics.counts["inputs"]
+                if handled == seen and not self.urgent and not self.normal:
+                    break
+                seen = handled
+                await asyncio.sleep(0.2)
+        finally:
+            self.timers_released.set()
+            self._wake.set()
 
     async def _process_batch(self) -> None:
         out = Decisions()
@@ -277,7 +291,8 @@ class Gateway:
             except Exception:  # a bug on one input must not stop the gateway for the next
                 self.metrics.drop("internal_error")
                 log.exception("internal error on input", input=item.kind, data=repr(item.data))
-        out.extend(self.engine.tick(self.clock()))
+        if self.timers_released.is_set():
+            out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
         if out or records or self.unjournaled:
