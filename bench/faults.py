@@ -41,8 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,7 +51,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 
-from firmware_sim.lab import InfluxDB, Mosquitto
+from firmware_sim.lab import InfluxDB, Mosquitto, influx_rows
 
 REPO = Path(__file__).resolve().parent.parent
 NS = 1_000_000_000
@@ -1137,14 +1135,7 @@ def stale_retained(steps: list[StepRow], retained: dict[str, bytes]) -> list[str
 
 
 def influx_query(base: str, db: str, q: str) -> list[dict[str, Any]]:
-    data = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ns"}).encode()
-    with urllib.request.urlopen(f"{base}/query", data=data, timeout=30) as resp:
-        doc = orjson.loads(resp.read())
-    out = []
-    for series in doc["results"][0].get("series", []):
-        cols = series["columns"]
-        out.extend(dict(zip(cols, row, strict=True)) for row in series["values"])
-    return out
+    return influx_rows(base, db, q)
 
 
 def influx_count(base: str, db: str, q: str) -> int:

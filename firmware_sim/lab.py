@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import pwd
 import signal
@@ -33,7 +34,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
 INFLUXD_BIN = "/usr/bin/influxd"
@@ -434,3 +435,18 @@ bind-address = "127.0.0.1:{self._rpc_port}"
         self.conf_path.write_text(conf)
         self._spawn([INFLUXD_BIN, "-config", str(self.conf_path)])
         self._wait_ready(self._ping, timeout_s)
+
+
+def influx_rows(base_url: str, db: str, q: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """Run InfluxQL on ``/query`` and return every row as a dict (times in ns).
+
+    Synchronous on purpose: tests and bench scripts read the audit trail back this way.
+    """
+    data = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ns"}).encode()
+    with urllib.request.urlopen(f"{base_url}/query", data=data, timeout=timeout) as resp:
+        doc = json.loads(resp.read())
+    out: list[dict[str, Any]] = []
+    for series in doc["results"][0].get("series", []):
+        cols = series["columns"]
+        out.extend(dict(zip(cols, row, strict=True)) for row in series["values"])
+    return out

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
+from firmware_sim.lab import influx_rows
+
 TEST_SITE = """
 site: test-site
 sla: {locate_s: 10, confirm_s: 3, in_place_s: 8}
@@ -173,20 +175,10 @@ class GatewayProc:
 
 def influx_steps(influx_base: str, db: str, incident: str | None = None) -> list[dict[str, Any]]:
     """Every incident_step point as a dict (time in ns), straight from InfluxDB's /query."""
-    import urllib.parse
-    import urllib.request
-
     q = "SELECT * FROM incident_step"
     if incident:
         q += f" WHERE \"incident\" = '{incident}'"
-    data = urllib.parse.urlencode({"db": db, "q": q, "epoch": "ns"}).encode()
-    with urllib.request.urlopen(f"{influx_base}/query", data=data, timeout=10) as resp:
-        doc = orjson.loads(resp.read())
-    out = []
-    for series in doc["results"][0].get("series", []):
-        cols = series["columns"]
-        out.extend(dict(zip(cols, row, strict=True)) for row in series["values"])
-    return out
+    return influx_rows(influx_base, db, q, timeout=10)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
