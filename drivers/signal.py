@@ -23,6 +23,9 @@ class Signal:
     value: float | None = None
     ts: float | None = None  # device's own clock, unix seconds, if it sent one
     bearing_deg: float | None = None  # camera: direction towards what it sees
+    # what a feed knows beyond the contract's fields (a camera's box and score), kept in
+    # the audit record: (key, text or number) pairs, so the Signal stays hashable
+    meta: tuple[tuple[str, object], ...] = ()
 
     @property
     def is_alarm(self) -> bool:

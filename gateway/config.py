@@ -128,12 +128,21 @@ class Device(Strict):
     alarm_at: float | None = None
     clear_at: float | None = None
     disabled: list[Window] = Field(default_factory=list)
+    # supervision: silent longer than this (no signal, report or heartbeat) is a trouble
+    heartbeat_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    # Zigbee2MQTT detectors that leave ``smoke: true`` after the sound stops
+    clear_after_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    frame_width: int = Field(1280, gt=0, le=100_000)  # Frigate camera: detect width, px
 
     @model_validator(mode="after")
     def _thresholds(self) -> Device:
         both = self.alarm_at is not None and self.clear_at is not None
         if both and self.clear_at > self.alarm_at:  # type: ignore[operator]
             raise ValueError("clear_at must not be above alarm_at")
+        if self.clear_at is not None and self.alarm_at is None:
+            raise ValueError("clear_at needs alarm_at")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0 (every reading would be 0)")
         return self
 
     @property
@@ -143,6 +152,16 @@ class Device(Strict):
 
 class _FeedBase(Strict):
     name: str = Field(pattern=ID)
+    # the far end (panel, transmission device, bridge) silent longer than this: link down
+    heartbeat_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
+
+
+class _SerialFeed(_FeedBase):
+    port: str = Field(min_length=1)
+    baud: int = Field(9600, gt=0, le=4_000_000)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
 
 
 class Zigbee2MqttFeed(_FeedBase):
@@ -155,11 +174,9 @@ class FrigateFeed(_FeedBase):
     base_topic: str = "frigate"
 
 
-class PanelPrinterFeed(_FeedBase):
+class PanelPrinterFeed(_SerialFeed):
     type: Literal["panel-printer"]
-    port: str
-    baud: int = 9600
-    dialect: Literal["gst", "lida", "edwards", "notifier", "simplex"] = "gst"
+    dialect: Literal["gst", "lida", "edwards"] = "gst"
 
 
 class Gb26875Feed(_FeedBase):
@@ -167,11 +184,10 @@ class Gb26875Feed(_FeedBase):
     listen: str = Field(pattern=r"^[^:]+:\d+$")
 
 
-class ModbusFeed(_FeedBase):
+class ModbusFeed(_SerialFeed):
     type: Literal["modbus"]
-    port: str
-    baud: int = 9600
-    poll_s: float = Field(1.0, gt=0)
+    poll_s: float = Field(1.0, gt=0, le=3600)
+    timeout_s: float = Field(0.5, gt=0, le=60)  # a unit silent this long: no_response
     registers: Literal["holding", "input"] = "holding"
 
 
@@ -238,6 +254,12 @@ class Site(Strict):
 
     def device(self, device_id: str) -> Device | None:
         return self._devices.get(device_id)
+
+    def feed(self, name: str) -> Feed | None:
+        return next((f for f in self.feeds if f.name == name), None)
+
+    def feed_devices(self, name: str) -> list[Device]:
+        return [d for d in self.devices if d.feed == name]
 
     def responder(self, responder_id: str) -> Responder | None:
         return self._responders.get(responder_id)
@@ -317,14 +339,52 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
             problems.append((f"devices[{i}].ref", f"required for a device on feed {d.feed!r}"))
         if d.feed is None and d.ref is not None:
             problems.append((f"devices[{i}].ref", "only devices with a feed take a ref"))
+        if d.feed is None and d.clear_after_s is not None:
+            problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
         if d.floor not in floors:
             problems.append((f"devices[{i}].floor", f"no zone on floor {d.floor}"))
+        if d.id in feeds or d.id == "gateway":
+            problems.append((f"devices[{i}].id", f"{d.id!r} names a feed or the gateway, whose "
+                                                 "troubles share the trouble/<id> topic"))
+    problems.extend(_feed_refs(site))
     for i, r in enumerate(site.responders):
         if r.tier >= 1 and r.tier not in tiers:
             problems.append((f"responders[{i}].tier", f"no tiers entry for tier {r.tier}"))
     for i, t in enumerate(site.tiers):
         if not any(r.tier == t.tier for r in site.responders):
             problems.append((f"tiers[{i}].tier", f"no responder in tier {t.tier}"))
+    return problems
+
+
+REF_FORMATS = {
+    "modbus": (re.compile(r"^[0-9]{1,3}:[0-9]{1,5}\Z"), "<unit>:<register>, e.g. 1:0"),
+    "gb26875": (re.compile(r"^(uitd|[0-9]{1,3}/[0-9]{1,3}(/[0-9]{1,10})?)\Z"),
+                "<sys type>/<sys addr>/<part addr>, <sys type>/<sys addr> or uitd"),
+}
+
+
+def _feed_refs(site: Site) -> list[tuple[str, str]]:
+    """A ref must be unique on its feed and have the feed's address shape."""
+    problems: list[tuple[str, str]] = []
+    types = {f.name: f.type for f in site.feeds}
+    seen: dict[tuple[str, str], int] = {}
+    for i, d in enumerate(site.devices):
+        if d.feed is None or d.ref is None or d.feed not in types:
+            continue
+        key = (d.feed, d.ref)
+        if key in seen:
+            problems.append((f"devices[{i}].ref", f"{d.ref!r} on feed {d.feed!r} is already "
+                                                  f"devices[{seen[key]}]"))
+        seen.setdefault(key, i)
+        fmt = REF_FORMATS.get(types[d.feed])
+        if fmt is not None and not fmt[0].match(d.ref):
+            problems.append((f"devices[{i}].ref", f"{d.ref!r} is not {fmt[1]}"))
+        elif types[d.feed] == "modbus":
+            unit, register = (int(p) for p in d.ref.split(":"))
+            if not 1 <= unit <= 247 or register > 65535:
+                problems.append((f"devices[{i}].ref", "unit must be 1-247 and register 0-65535"))
+        if d.clear_after_s is not None and types[d.feed] != "zigbee2mqtt":
+            problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
     return problems
 
 

@@ -37,6 +37,15 @@ from gateway import locate
 from gateway.config import Device, Site, Window, Zone
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, Decisions, DeviceState, Publish, Refused, Step
+from gateway.supervision import (
+    OFFLINE_TROUBLES,
+    FeedLink,
+    Heartbeats,
+    ordered,
+    public_state,
+    signal_state_of,
+    trouble_publish,
+)
 
 FINISHED_KEPT = 1000
 CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, may join it
@@ -159,6 +168,11 @@ class Engine:
         self.analog: dict[str, _Analog] = {}
         self._rule_done: set[tuple[str, int]] = set()  # (rule id, boundary t_ns) recorded
         self._rules_seen_ns: int | None = None  # boundaries up to here are settled
+        # supervision (gateway.supervision): heartbeats of devices and of feeds' far ends
+        limits = {d.id: _ns(d.heartbeat_s) for d in site.devices if d.heartbeat_s}
+        limits.update({_FEED + f.name: _ns(f.heartbeat_s) for f in site.feeds if f.heartbeat_s})
+        self.heartbeats = Heartbeats(limits)
+        self.links: dict[str, FeedLink] = {f.name: FeedLink(f.name) for f in site.feeds}
 
     def fresh(self) -> Engine:
         """A new, empty engine for the same site, sharing what is derived from the file.
@@ -185,6 +199,7 @@ class Engine:
                           "kind_mismatch")
         out = Decisions()
         received = received_ns or now_ns
+        self._heard(device, now_ns, out)
         if self._disabled(device, received):
             self._device_state(device, "disabled", now_ns, out)
             return out
@@ -195,6 +210,115 @@ class Engine:
         if sig.state == "alarm":
             self._alarm(device, sig, now_ns, received, out)
         return out
+
+    # ------------------------------------------------------- supervision
+
+    def seen(self, device_id: str, now_ns: int) -> Decisions:
+        """A device is alive (a heartbeat, a periodic report): resets its silence timer."""
+        device = self._known(device_id)
+        out = Decisions()
+        self._heard(device, now_ns, out)
+        return out
+
+    def trouble(self, device_id: str, trouble: str, active: bool, now_ns: int,
+                detail: str = "") -> Decisions:
+        """A feed reports a device trouble starting or ending (battery, tamper, offline...)."""
+        device = self._known(device_id)
+        out = Decisions()
+        ds = self.device_states.get(device.id)
+        troubles = set(ds.troubles) if ds else set()
+        if active:
+            troubles.add(trouble)
+        else:
+            troubles.discard(trouble)
+        if active and trouble not in OFFLINE_TROUBLES:
+            self.heartbeats.heard(device.id, now_ns)  # it spoke to say so
+        self._device_state(device, None, now_ns, out, troubles=troubles,
+                           detail=detail if active else "")
+        return out
+
+    def reset(self, feed: str, prefix: str | None, now_ns: int) -> Decisions:
+        """A panel reset: its devices (under ``prefix`` where given) back to normal.
+
+        A reset does not close an incident: a person does (CONTRACT §3).
+        """
+        out = Decisions()
+        for d in self.site.feed_devices(feed):
+            if prefix is not None and d.ref != prefix and not (d.ref or "").startswith(
+                    prefix + "/"):
+                continue
+            ds = self.device_states.get(d.id)
+            if ds is not None and ds.state in ("alarm", "fault"):
+                self._device_state(d, "normal", now_ns, out)
+        return out
+
+    def link(self, feed: str, up: bool, now_ns: int, detail: str = "") -> Decisions:
+        """A feed's transport came up or went down (cable pulled, device disconnected)."""
+        out = Decisions()
+        link = self.links.get(feed)
+        if link is None:
+            raise Refused(f"unknown feed {feed!r}", "unknown_feed")
+        if up:
+            self.heartbeats.heard(_FEED + feed, now_ns)
+        if link.up is up:
+            return out
+        link.up, link.since_ns, link.detail = up, now_ns, detail
+        out.publishes.append(Publish(f"feed/{feed}", link.payload(), retain=True))
+        if up:
+            out.publishes.append(trouble_publish(feed, (), now_ns))
+        else:
+            out.publishes.append(trouble_publish(feed, ("offline",), now_ns, detail))
+        out.devices.append(DeviceState(feed, "normal" if up else "offline", now_ns, "feed",
+                                       () if up else ("offline",), detail))
+        return out
+
+    def feed_seen(self, feed: str, now_ns: int) -> Decisions:
+        """The feed's far end spoke (any good frame or heartbeat): its link is up."""
+        link = self.links.get(feed)
+        if link is None:
+            raise Refused(f"unknown feed {feed!r}", "unknown_feed")
+        self.heartbeats.heard(_FEED + feed, now_ns)
+        if link.up is False and link.detail.startswith("silent"):
+            return self.link(feed, True, now_ns, "heard again")
+        return Decisions()
+
+    def _known(self, device_id: str) -> Device:
+        device = self.site.device(device_id)
+        if device is None:
+            raise Refused(f"unknown device {device_id!r}", "unknown_device")
+        return device
+
+    def _heard(self, device: Device, now_ns: int, out: Decisions) -> None:
+        self.heartbeats.heard(device.id, now_ns)
+        ds = self.device_states.get(device.id)
+        if ds is not None and OFFLINE_TROUBLES & set(ds.troubles):
+            self._device_state(device, None, now_ns, out,
+                               troubles=set(ds.troubles) - OFFLINE_TROUBLES)
+
+    def _supervise(self, now_ns: int, out: Decisions) -> None:
+        """Devices and feeds silent past their heartbeat become troubles."""
+        self.heartbeats.start(now_ns)
+        for key, silent_ns in self.heartbeats.expired(now_ns):
+            if key.startswith(_FEED):
+                feed = key[len(_FEED):]
+                if self.links[feed].up is not False:
+                    out.extend(self.link(feed, False, now_ns,
+                                         f"silent for {silent_ns / NS:.0f} s (heartbeat "
+                                         f"{self.site.feed(feed).heartbeat_s:g} s)"))
+                continue
+            device = self.site.device(key)
+            ds = self.device_states.get(key)
+            if device is None or (ds is not None and "offline" in ds.troubles):
+                continue
+            troubles = {*(ds.troubles if ds else ()), "offline"}
+            self._device_state(device, None, now_ns, out, troubles=troubles,
+                               detail=f"silent for {silent_ns / NS:.0f} s "
+                                      f"(heartbeat {device.heartbeat_s:g} s)")
+
+    def _silent_keys(self) -> set[str]:
+        keys = {d for d, ds in self.device_states.items() if "offline" in ds.troubles}
+        keys.update(_FEED + name for name, link in self.links.items() if link.up is False)
+        return keys
 
     def reply(self, incident_id: str, decision: str, by: str, now_ns: int) -> Decisions:
         """The grid worker (or another responder) confirms or dismisses a queued incident."""
@@ -282,6 +406,7 @@ class Engine:
         and the start or end of a disablement window."""
         out = Decisions()
         self._rule_changes(now_ns, out)
+        self._supervise(now_ns, out)
         sla = self.site.sla
         for inc in list(self.incidents.values()):
             if not inc.active:
@@ -306,6 +431,9 @@ class Engine:
         """The earliest time ``tick`` has something to do; None when nothing is pending."""
         sla = self.site.sla
         best: int | None = self._next_rule_change()
+        beat = self.heartbeats.next_ns(self._silent_keys())
+        if beat is not None and (best is None or beat < best):
+            best = beat
         for inc in self.incidents.values():
             if not inc.active:
                 continue
@@ -341,15 +469,18 @@ class Engine:
             if inc.state == OPEN and inc.queued_to is not None:
                 out.append(self._confirm_request(inc))
         for ds in self.device_states.values():
+            if ds.kind == "feed":
+                continue
             out.append(Publish(f"device/{ds.device}", ds.payload(), retain=True))
-            if ds.state == "fault":
-                out.append(self._trouble(ds.device, ds.since_ns))
+            if ds.troubles:
+                out.append(trouble_publish(ds.device, ds.troubles, ds.since_ns, ds.detail))
+        for link in self.links.values():
+            if link.up is not None:
+                out.append(Publish(f"feed/{link.name}", link.payload(), retain=True))
+                if not link.up:
+                    out.append(trouble_publish(link.name, ("offline",), link.since_ns,
+                                               link.detail))
         return out
-
-    def _trouble(self, device: str, since_ns: int) -> Publish:
-        return Publish(f"trouble/{device}",
-                       orjson.dumps({"device": device, "trouble": "fault", "since": since_ns / NS}),
-                       retain=True)
 
     def open_incidents(self) -> list[Incident]:
         return [i for i in self.incidents.values() if i.active]
@@ -384,20 +515,36 @@ class Engine:
         return inc
 
     def _device_state(self, device: Device, state: str | None, now_ns: int,
-                      out: Decisions) -> None:
-        if state is None:
-            return
+                      out: Decisions, *, troubles: set[str] | None = None,
+                      detail: str = "") -> None:
+        """Set a device's signal state (``state``) and/or its troubles; publish on change.
+
+        ``device/<id>`` changes with the public state; ``trouble/<id>`` whenever the set
+        of troubles (a ``fault`` signal counts as one) changes, empty once none is left.
+        """
         prev = self.device_states.get(device.id)
-        if prev is not None and prev.state == state:
+        if state is None and troubles is None:
             return
-        ds = DeviceState(device.id, state, now_ns, device.kind)
+        sig_state = state if state is not None else (
+            signal_state_of(prev.state) if prev else "normal")
+        have = set(troubles) if troubles is not None else set(prev.troubles if prev else ())
+        have.discard("fault")
+        if sig_state == "fault":
+            have.add("fault")
+        new_troubles = ordered(have)
+        public = public_state(sig_state, have)
+        if prev is not None and prev.state == public and prev.troubles == new_troubles:
+            return
+        if prev is None and public == "normal" and not new_troubles and state is None:
+            return  # nothing to say about a device never seen in trouble
+        keep = detail or (prev.detail if prev and new_troubles else "")
+        ds = DeviceState(device.id, public, now_ns, device.kind, new_troubles, keep)
         self.device_states[device.id] = ds
         out.devices.append(ds)
-        out.publishes.append(Publish(f"device/{device.id}", ds.payload(), retain=True))
-        if state == "fault":
-            out.publishes.append(self._trouble(device.id, now_ns))
-        elif prev is not None and prev.state == "fault":
-            out.publishes.append(Publish(f"trouble/{device.id}", b"", retain=True, durable=True))
+        if prev is None or prev.state != public or prev.troubles != new_troubles:
+            out.publishes.append(Publish(f"device/{device.id}", ds.payload(), retain=True))
+        if new_troubles != (prev.troubles if prev else ()):
+            out.publishes.append(trouble_publish(device.id, new_troubles, now_ns, keep))
 
     # ------------------------------------------------------------ an alarm
 
@@ -598,7 +745,7 @@ class Engine:
             if d.id in taken or self._disabled(d, t_ns):
                 continue
             state = self.device_states.get(d.id)
-            if d.kind == "smoke" and (state is None or state.state == "normal"):
+            if d.kind == "smoke" and (state is None or state.state in ("normal", "trouble")):
                 ev.silent_xy.append((d.x, d.y))
                 ev.silent_zone.append(zindex.get(self._zone_of[d.id].id, -1))
             elif d.kind in ("heat", "temperature"):
@@ -962,6 +1109,7 @@ class Engine:
             inc.breaches.add(f["sla"])
 
 
+_FEED = "feed:"  # heartbeat key prefix of a feed's far end (a device id has no ':')
 _DEVICE_STATE = {"alarm": "alarm", "clear": "normal", "fault": "fault", "test": None}
 
 

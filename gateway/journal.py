@@ -97,7 +97,8 @@ class Journal:
                 items.append(OutboxItem(cur.lastrowid or 0, kind, topic, payload, retain))
             for ds in devices:
                 cur.execute("INSERT OR REPLACE INTO devices(device, body) VALUES (?, ?)",
-                            (ds.device, orjson.dumps([ds.state, ds.since_ns, ds.kind])))
+                            (ds.device, orjson.dumps([ds.state, ds.since_ns, ds.kind,
+                                                      list(ds.troubles), ds.detail])))
             cur.executemany("INSERT INTO records(line) VALUES (?)", [(r,) for r in records])
             cur.execute("COMMIT")
         except BaseException:
@@ -123,8 +124,10 @@ class Journal:
     def devices(self) -> list[DeviceState]:
         out = []
         for device, body in self.db.execute("SELECT device, body FROM devices"):
-            state, since_ns, kind = orjson.loads(body)
-            out.append(DeviceState(device, state, since_ns, kind))
+            state, since_ns, kind, *rest = orjson.loads(body)  # older rows have 3 fields
+            troubles = tuple(rest[0]) if rest else ()
+            detail = rest[1] if len(rest) > 1 else ""
+            out.append(DeviceState(device, state, since_ns, kind, troubles, detail))
         return out
 
     def counter(self) -> int:

@@ -16,6 +16,9 @@ def setup_logging(level: str | None = None) -> None:
     name = (level or os.environ.get("FIREGRID_LOG", "info")).upper()
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, name, logging.INFO),
                         format="%(message)s")
+    # pymodbus logs every unanswered poll at ERROR; the poller reports a silent unit once,
+    # as a no_response trouble, so its own lines would only bury the gateway's
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

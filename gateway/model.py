@@ -82,10 +82,15 @@ class DeviceState:
     state: str  # normal, alarm, fault, trouble, offline, disabled
     since_ns: int
     kind: str | None = None
+    troubles: tuple[str, ...] = ()  # gateway.supervision.TROUBLE_ORDER, most severe first
+    detail: str = ""  # why, for a trouble: "silent for 65 s (heartbeat 60 s)"
 
     def payload(self) -> bytes:
-        return orjson.dumps({"device": self.device, "state": self.state, "kind": self.kind,
-                             "since": self.since_ns / NS})
+        body: dict[str, Any] = {"device": self.device, "state": self.state, "kind": self.kind,
+                                "since": self.since_ns / NS}
+        if self.troubles:
+            body["troubles"] = list(self.troubles)
+        return orjson.dumps(body)
 
 
 @dataclass(slots=True)

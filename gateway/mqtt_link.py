@@ -220,13 +220,16 @@ class MqttLink:
 
     def __init__(self, target: MqttTarget, site: str, handler: Handler,
                  on_connect: Callable[[], Awaitable[None]], clock: Callable[[], int],
-                 client_id: str | None = None):
+                 client_id: str | None = None, extra: list[str] | None = None,
+                 external: Handler | None = None):
         self.target = target
         self.prefix = f"firegrid/{site}/"
         self.handler = handler
         self.on_connect = on_connect
         self.clock = clock
         self.client_id = client_id or f"firegrid-gateway-{site}"
+        self.extra = list(extra or [])  # feeds' own topics (zigbee2mqtt/+, frigate/events)
+        self.external = external
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -276,6 +279,8 @@ class MqttLink:
                     self.client = client
                     for sub in SUBSCRIPTIONS:
                         await client.subscribe(self.prefix + sub, qos=1)
+                    for sub in self.extra:
+                        await client.subscribe(sub, qos=1)
                     await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
                     self.connected.set()
                     log.info("mqtt connected", broker=self.target.redacted(),
@@ -285,13 +290,15 @@ class MqttLink:
                     try:
                         async for msg in client.messages:
                             topic = str(msg.topic)
+                            payload = msg.payload if isinstance(msg.payload, bytes) else (
+                                str(msg.payload).encode() if msg.payload is not None else b"")
+                            token = AckToken(self.generation, msg.mid, msg.qos) \
+                                if msg.qos > 0 else None
                             if topic.startswith(self.prefix):
-                                payload = msg.payload if isinstance(msg.payload, bytes) else (
-                                    str(msg.payload).encode() if msg.payload is not None else b"")
-                                token = AckToken(self.generation, msg.mid, msg.qos) \
-                                    if msg.qos > 0 else None
                                 self.handler(topic[len(self.prefix):], payload, self.clock(),
                                              token)
+                            elif self.external is not None:
+                                self.external(topic, payload, self.clock(), token)
                             elif msg.qos > 0:
                                 self.ack(AckToken(self.generation, msg.mid, msg.qos))
                     finally:

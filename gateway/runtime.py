@@ -28,6 +28,7 @@ from drivers import native
 from drivers.signal import PayloadError, Signal
 from gateway.config import Site
 from gateway.engine import OPEN, Engine
+from gateway.feeds import FeedHub
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
@@ -48,7 +49,7 @@ TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
 
 @dataclass(slots=True)
 class Inbound:
-    kind: str  # signal, reply, ack, close
+    kind: str  # signal, reply, ack, close; from feeds also seen, trouble, reset, link, feed_seen
     received_ns: int
     data: Any
     token: AckToken | None = None  # PUBACK once journaled
@@ -66,8 +67,10 @@ class Gateway:
         self.engine.restore(self.journal.open_steps(), self.journal.devices(),
                             self.journal.counter())
         self.influx_target = influx
+        self.feeds = FeedHub(site, self._submit, self.metrics, clock)
         self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
-                             client_id)
+                             client_id, extra=self.feeds.subscriptions(),
+                             external=self._on_external)
         self.urgent: deque[Inbound] = deque()
         self.normal: deque[Inbound] = deque()
         self._wake = asyncio.Event()
@@ -111,6 +114,8 @@ class Gateway:
                 asyncio.create_task(self.forwarder.run(), name="influx"),
                 asyncio.create_task(self._health_loop(), name="health"),
             ]
+            feed_tasks = [asyncio.create_task(run(), name="feed")
+                          for run in self.feeds.tasks()]
             if self.systemd.watchdog_s:
                 tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
             self.started.set()
@@ -137,17 +142,14 @@ class Gateway:
                 async with asyncio.timeout(3):
                     await self.forwarder.flush()
             await self.mqtt.say_offline()
-            for task in tasks:
+            for task in [*tasks, *feed_tasks]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *feed_tasks, return_exceptions=True)
             stopper.cancel()
         self.journal.close()
         log.info("gateway stopped", **self.metrics.snapshot())
 
     def _warn_unimplemented(self) -> None:
-        for feed in self.site.feeds:
-            log.warning("feed type not read by this version; its devices stay silent",
-                        feed=feed.name, type=feed.type)
         for r in self.site.responders:
             if r.pager is not None and r.pager.type != "mqtt":
                 log.warning("pager type not sent by this version; paging on MQTT instead",
@@ -187,6 +189,39 @@ class Gateway:
             if len(self.normal) >= TELEMETRY_QUEUE:
                 self.metrics.drop("shed_overload")
                 return
+            self.normal.append(item)
+        self._wake.set()
+
+    def _on_external(self, topic: str, payload: bytes, received_ns: int,
+                     token: AckToken | None = None) -> None:
+        """A message on a feed's own topics (Zigbee2MQTT, Frigate), outside our prefix.
+
+        Its PUBACK waits for the journal when it brought an alarm or trouble, as for ours.
+        """
+        before = len(self.urgent)
+        try:
+            handled = self.feeds.on_mqtt(topic, payload, received_ns)
+        except Exception as exc:
+            self.metrics.drop("internal_error")
+            log.error("dropped message: feed failed", topic=topic,
+                      error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            handled = True
+        if not handled:
+            self.metrics.drop("unknown_topic")
+        if len(self.urgent) > before and token is not None:
+            self.urgent[-1].token = token
+        else:
+            self.mqtt.ack(token)
+
+    def _submit(self, kind: str, received_ns: int, data: Any, urgent: bool) -> None:
+        """An input from a feed: alarms, troubles and link changes go first."""
+        item = Inbound(kind, received_ns, data)
+        if urgent:
+            self.urgent.append(item)
+        elif len(self.normal) >= TELEMETRY_QUEUE:
+            self.metrics.drop("shed_overload")
+            return
+        else:
             self.normal.append(item)
         self._wake.set()
 
@@ -295,6 +330,7 @@ class Gateway:
             out.extend(self.engine.tick(self.clock()))
         if n:
             self.metrics.inc("inputs", n)
+        self._record_devices(out, records)
         if out or records or self.unjournaled:
             await self._commit_and_send(out, records)
         for token in tokens:  # journaled (or refused): the broker may forget them now
@@ -311,8 +347,23 @@ class Gateway:
         if item.kind == "ack":
             ack = item.data
             return self.engine.ack(ack.responder, ack.incident, ack.status, now)
-        incident, by, reason = item.data
-        return self.engine.close(incident, by, reason, now)
+        if item.kind == "close":
+            incident, by, reason = item.data
+            return self.engine.close(incident, by, reason, now)
+        if item.kind == "seen":
+            return self.engine.seen(item.data, item.received_ns)
+        if item.kind == "trouble":
+            device, trouble, active, detail = item.data
+            return self.engine.trouble(device, trouble, active, item.received_ns, detail)
+        if item.kind == "reset":
+            feed, prefix = item.data
+            return self.engine.reset(feed, prefix, item.received_ns)
+        if item.kind == "link":
+            feed, up, detail = item.data
+            return self.engine.link(feed, up, item.received_ns, detail)
+        if item.kind == "feed_seen":
+            return self.engine.feed_seen(item.data, item.received_ns)
+        raise ValueError(f"unknown input kind {item.kind!r}")
 
     def _record_signal(self, item: Inbound, decided: Decisions, records: list[str]) -> None:
         """Signals worth auditing: alarm, fault, test, and any that changed a device's state.
@@ -331,14 +382,26 @@ class Gateway:
         fields: dict[str, float | str] = {"n": 1.0}
         if sig.value is not None:
             fields["value"] = sig.value
-        records.append(format_point("signal", {"site": self.site.site, "device": sig.device,
-                                               "kind": kind, "state": sig.state},
-                                    fields, item.received_ns))
-        for ds in decided.devices:
+        for key, value in sig.meta:  # a camera's box, score and zones
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                fields[key] = float(value)
+            else:
+                fields[key] = str(value)[:200]
+        tags = {"site": self.site.site, "device": sig.device, "kind": kind, "state": sig.state}
+        if device is not None and device.feed:
+            tags["feed"] = device.feed
+        records.append(format_point("signal", tags, fields, item.received_ns))
+
+    def _record_devices(self, out: Decisions, records: list[str]) -> None:
+        """Every change of a device's (or feed's) state or troubles: ``device_health``."""
+        if self.journal_level >= JOURNAL_FULL:
+            return
+        for ds in out.devices:
             records.append(format_point(
                 "device_health", {"site": self.site.site, "device": ds.device,
                                   "kind": ds.kind or ""},
-                {"state": ds.state, "trouble": "fault" if ds.state == "fault" else ""},
+                {"state": ds.state, "trouble": ds.troubles[0] if ds.troubles else "",
+                 "troubles": ",".join(ds.troubles), "detail": ds.detail[:200]},
                 ds.since_ns))
 
     async def _commit_and_send(self, out: Decisions, records: list[str] | None = None) -> None:

@@ -347,3 +347,66 @@ def test_check_config_bad_yaml_is_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     out = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
     assert len(out) == 1 and "broken.yaml" in out[0] and "line" in out[0]
+
+
+# ---------------------------------------------------------------- feeds (issue #3)
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ('ref: "1:0"', 'ref: "1-0"', "<unit>:<register>"),
+    ('ref: "1:0"', 'ref: "0:0"', "unit must be 1-247"),
+    ('ref: "1:0"', 'ref: "1:70000"', "register 0-65535"),
+    ('ref: "1/1/131082"', 'ref: "1.1.131082"', "<sys type>/<sys addr>"),
+])
+def test_feed_refs_have_their_feeds_address_shape(old: str, new: str, needle: str) -> None:
+    text = CONTRACT_SITE.replace(old, new)
+    (line,) = [x for x in problems(text) if ".ref" in x]
+    assert needle in line and "(line " in line
+
+
+def test_a_ref_is_unique_on_its_feed() -> None:
+    text = CONTRACT_SITE.replace('ref: "1/1/131083"', 'ref: "1/1/131082"')
+    line = at_place(problems(text), "devices[9].ref", "already devices[7]",
+                    line_of(text, "id: tmp-1"))
+    assert "uitd" in line
+
+
+def test_a_device_may_not_take_a_feeds_name() -> None:
+    text = CONTRACT_SITE.replace("{id: flame-1,", "{id: z2m,")
+    at_place(problems(text), "devices[11].id", "names a feed", line_of(text, "{id: z2m,"))
+
+
+def test_clear_after_s_only_for_zigbee2mqtt_devices() -> None:
+    ok = CONTRACT_SITE.replace("ref: kitchen_smoke}", "ref: kitchen_smoke, clear_after_s: 60}")
+    assert parse_site(ok).device("smk-101").clear_after_s == 60
+    bad = CONTRACT_SITE.replace('ref: "004-004"}', 'ref: "004-004", clear_after_s: 60}')
+    at_place(problems(bad), "devices[6].clear_after_s", "Zigbee2MQTT", line_of(bad, "004-004"))
+
+
+def test_serial_settings_and_supervision_keys() -> None:
+    text = CONTRACT_SITE.replace(
+        "port: /dev/ttyUSB0, baud: 9600, dialect: gst}",
+        "port: /dev/ttyUSB0, baud: 9600, dialect: gst, parity: E, bytesize: 7, heartbeat_s: 90}")
+    text = text.replace("{id: flame-1, kind: flame, floor: 2, x: 9.0, y: 6.0}",
+                        "{id: flame-1, kind: flame, floor: 2, x: 9.0, y: 6.0, heartbeat_s: 300}")
+    site = parse_site(text)
+    panel = site.feed("panel-a")
+    assert (panel.parity, panel.bytesize, panel.stopbits, panel.heartbeat_s) == ("E", 7, 1, 90)
+    assert site.device("flame-1").heartbeat_s == 300
+    bad = text.replace("parity: E", "parity: X")
+    assert any("feeds[2].parity" in x for x in problems(bad))
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (", clear_at: 10}", "clear_at needs alarm_at"),
+    (", scale: 0, alarm_at: 5}", "scale must not be 0"),
+    (", alarm_at: .nan}", "finite"),
+])
+def test_analog_settings_that_could_never_work_are_refused(extra: str, needle: str) -> None:
+    text = edit(SMK_302, SMK_302[:-1] + extra)
+    assert any(needle in line and "devices[4]" in line for line in problems(text))
+
+
+def test_modbus_ref_takes_ascii_digits_only() -> None:
+    text = CONTRACT_SITE.replace('ref: "1:0"', 'ref: "１:0"')
+    assert any("devices[8].ref" in line for line in problems(text))

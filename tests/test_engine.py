@@ -660,7 +660,8 @@ def test_fault_raises_trouble_and_normal_resolves_it() -> None:
     (trouble,) = publishes(d, "trouble/smk-102")
     assert trouble.retain
     body = orjson.loads(trouble.payload)
-    assert body == {"device": "smk-102", "trouble": "fault", "since": at(1) / NS}
+    assert body == {"device": "smk-102", "trouble": "fault", "troubles": ["fault"],
+                    "since": at(1) / NS}
     d = sim.signal("smk-102", "clear", t=9)
     assert payload(d, "device/smk-102")["state"] == "normal"
     (resolved,) = publishes(d, "trouble/smk-102")

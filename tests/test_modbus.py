@@ -1,0 +1,457 @@
+"""Modbus feed: ref parsing and request planning (unit), then the poller end to end.
+
+End-to-end tests run the poller against simulated units over a real pseudo-terminal
+pair made by socat: once against firegrid's ``ModbusDeviceSim`` and once against
+pymodbus's own serial server configured here directly, a device simulator firegrid did
+not write. Killing socat (by its PID) is a pulled cable; starting it again on the same
+link paths is plugging it back in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.feed import FeedEvent, Reading, Trouble
+from drivers.modbus import Block, ModbusPoller, parse_ref, plan_blocks, split_block
+from firmware_sim.modbus_device import ModbusDeviceSim
+
+SOCAT = shutil.which("socat")
+needs_socat = pytest.mark.skipif(SOCAT is None, reason="socat is not installed")
+
+
+# --- parse_ref ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "want"),
+    [("1:0", (1, 0)), ("247:65535", (247, 65535)), ("01:007", (1, 7)), ("12:40001", (12, 40001))],
+)
+def test_parse_ref(ref: str, want: tuple[int, int]) -> None:
+    assert parse_ref(ref) == want
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("0:1", r"unit 0 is outside 1\.\.247 \(0 is broadcast"),
+        ("248:0", r"unit 248 is outside 1\.\.247"),
+        ("1:65536", r"register 65536 is outside 0\.\.65535"),
+        ("1", "expected '<unit>:<register>'"),
+        ("1:", "expected '<unit>:<register>'"),
+        (":1", "expected '<unit>:<register>'"),
+        ("a:b", "expected '<unit>:<register>'"),
+        ("1:2:3", "expected '<unit>:<register>'"),
+        (" 1:0", "expected '<unit>:<register>'"),
+        ("1:-1", "expected '<unit>:<register>'"),
+        ("1:0x10", "expected '<unit>:<register>'"),
+        ("１:0", "expected '<unit>:<register>'"),  # fullwidth digit: int() would take it
+        ("1:" + "9" * 40, "expected '<unit>:<register>'"),
+        ("", "expected '<unit>:<register>'"),
+        (1, "must be a string"),
+        (None, "must be a string"),
+    ],
+)
+def test_parse_ref_rejects(ref: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_ref(ref)  # type: ignore[arg-type]
+
+
+# --- plan_blocks -------------------------------------------------------------------------
+
+
+def test_one_block_covers_a_units_refs() -> None:
+    [block] = plan_blocks(["1:3", "1:0", "1:1"])
+    assert (block.unit, block.start, block.count) == (1, 0, 4)
+    assert block.refs == ((0, "1:0"), (1, "1:1"), (3, "1:3"))
+    assert block.registers == (0, 1, 3)
+
+
+def test_units_are_separate_requests_in_unit_order() -> None:
+    blocks = plan_blocks(["2:5", "1:0", "2:6"])
+    assert [(b.unit, b.start, b.count) for b in blocks] == [(1, 0, 1), (2, 5, 2)]
+
+
+def test_blocks_are_capped_at_125_registers() -> None:
+    assert [(b.start, b.count) for b in plan_blocks(["1:0", "1:124"])] == [(0, 125)]
+    assert [(b.start, b.count) for b in plan_blocks(["1:0", "1:125"])] == [(0, 1), (125, 1)]
+    blocks = plan_blocks(["1:0", "1:1000", "1:1010", "1:60", "1:1124", "1:1125"])
+    assert [(b.start, b.count) for b in blocks] == [(0, 61), (1000, 125), (1125, 1)]
+
+
+def test_repeated_refs_once_and_two_spellings_both_kept() -> None:
+    [block] = plan_blocks(["1:0", "1:0", "01:0"])
+    assert block.count == 1
+    assert block.refs == ((0, "01:0"), (0, "1:0"))
+
+
+def test_plan_rejects_a_bad_ref_and_a_bad_cap() -> None:
+    with pytest.raises(ValueError, match="'9:x'"):
+        plan_blocks(["1:0", "9:x"])
+    with pytest.raises(ValueError, match="max_count"):
+        plan_blocks(["1:0"], max_count=126)
+
+
+def test_split_block_reads_each_register_alone() -> None:
+    block = Block(3, 0, 8, ((0, "3:0"), (5, "3:5"), (5, "03:5"), (7, "3:7")))
+    assert split_block(block) == [
+        Block(3, 0, 1, ((0, "3:0"),)),
+        Block(3, 5, 1, ((5, "3:5"), (5, "03:5"))),
+        Block(3, 7, 1, ((7, "3:7"),)),
+    ]
+
+
+refs_strategy = st.lists(
+    st.tuples(st.integers(1, 247), st.integers(0, 65535)).map(lambda t: f"{t[0]}:{t[1]}"),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(refs_strategy, st.integers(1, 125))
+def test_plan_covers_every_ref_once_with_fewest_requests(refs: list[str], cap: int) -> None:
+    blocks = plan_blocks(refs, max_count=cap)
+    seen = [ref for b in blocks for _, ref in b.refs]
+    assert sorted(seen) == sorted(set(refs))
+    for b in blocks:
+        assert 1 <= b.count <= cap
+        for reg, ref in b.refs:
+            assert parse_ref(ref) == (b.unit, reg)
+            assert b.start <= reg < b.start + b.count
+        assert b.refs[0][0] == b.start and b.refs[-1][0] == b.start + b.count - 1  # tight
+    for prev, nxt in itertools.pairwise(blocks):
+        assert (prev.unit, prev.start) < (nxt.unit, nxt.start)
+        if prev.unit == nxt.unit:
+            # the next block could not have started inside the previous one's reach
+            assert nxt.start - prev.start >= cap
+
+
+# --- constructor checks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"registers": "coils"}, "registers must be 'holding' or 'input'"),
+        ({"refs": []}, "at least one ref"),
+        ({"refs": ["1:0", "0:0"]}, "unit 0"),
+        ({"poll_s": 0}, "poll_s"),
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"baud": 0}, "baud"),
+        ({"parity": "X"}, "parity"),
+        ({"port": ""}, "port"),
+    ],
+)
+def test_poller_rejects_bad_settings(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {
+        "port": "/dev/null", "baud": 9600, "refs": ["1:0"], "emit": print, "link": print,
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        ModbusPoller(**args)  # type: ignore[arg-type]
+
+
+# --- end to end over a socat pty pair ------------------------------------------------------
+
+
+class PtyPair:
+    """Two linked pseudo-terminals from socat at fixed paths; stopped by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.gateway = workdir / "gw"  # the poller's end
+        self.device = workdir / "dev"  # the simulated units' end
+        self.log = workdir / "socat.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert SOCAT is not None and self.proc is None
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [SOCAT, "-d", "-d",
+                 f"pty,raw,echo=0,link={self.gateway}", f"pty,raw,echo=0,link={self.device}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 5
+        while not (self.gateway.exists() and self.device.exists()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"socat did not make its ptys: {self.log.read_text()}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: socat removes its links on the way out
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def ptys(tmp_path: Path) -> Iterator[PtyPair]:
+    pair = PtyPair(tmp_path)
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
+class Recorder:
+    """The poller's emit and link callbacks, with arrival times."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, FeedEvent]] = []
+        self.links: list[tuple[float, bool, str]] = []
+        self.fail_next_emit = False
+
+    def emit(self, events: list[FeedEvent]) -> None:
+        if self.fail_next_emit:
+            self.fail_next_emit = False
+            raise RuntimeError("a broken consumer")
+        now = time.monotonic()
+        self.events.extend((now, ev) for ev in events)
+
+    def link(self, up: bool, detail: str) -> None:
+        self.links.append((time.monotonic(), up, detail))
+
+    def readings(self, ref: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return [(t, ev.raw) for t, ev in self.events
+                if t >= since and isinstance(ev, Reading) and ev.ref == ref]
+
+    def troubles(self, ref: str, since: float = 0.0) -> list[Trouble]:
+        return [ev for t, ev in self.events
+                if t >= since and isinstance(ev, Trouble) and ev.ref == ref]
+
+    def link_changes(self, since: float = 0.0) -> list[tuple[bool, str]]:
+        return [(up, detail) for t, up, detail in self.links if t >= since]
+
+
+async def eventually(check: Callable[[], bool], within: float, what: str) -> float:
+    """Wait until ``check()`` holds; return how long it took, or fail saying ``what``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > within:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def running(poller: ModbusPoller) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(poller.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled(), "run() ends only by cancellation"
+
+
+POLL_S = 0.2
+TIMEOUT_S = 0.15
+
+
+@needs_socat
+async def test_poller_against_firegrid_sim(ptys: PtyPair) -> None:
+    ptys.start()
+    sim = ModbusDeviceSim(
+        str(ptys.device), 9600,
+        {1: {0: 100, 1: 200, 2: 300, 3: 400}, 2: {10: 5, 500: 7}},
+    )
+    await sim.start()
+    rec = Recorder()
+    refs = ["1:0", "1:1", "1:2", "1:3", "2:10", "2:500"]
+    poller = ModbusPoller(str(ptys.gateway), 9600, refs, rec.emit, rec.link,
+                          poll_s=POLL_S, timeout_s=TIMEOUT_S)
+    assert [(b.unit, b.start, b.count) for b in poller.plan] == [
+        (1, 0, 4), (2, 10, 1), (2, 500, 1)]
+    try:
+        async with running(poller):
+            # every ref read within about two poll periods of the port opening
+            await eventually(lambda: bool(rec.links), 2, "link reported")
+            assert rec.link_changes() == [(True, str(ptys.gateway))]
+            opened = rec.links[0][0]
+            await eventually(lambda: all(rec.readings(r) for r in refs), 2 * POLL_S + 0.3,
+                             "a reading for every ref")
+            assert {r: rec.readings(r)[0][1] for r in refs} == {
+                "1:0": 100, "1:1": 200, "1:2": 300, "1:3": 400, "2:10": 5, "2:500": 7}
+            assert rec.readings("1:0")[0][0] - opened < 2 * POLL_S
+
+            # a changed register shows in the next readings
+            sim.set(1, 2, 999)
+            await eventually(lambda: any(v == 999 for _, v in rec.readings("1:2")),
+                             2 * POLL_S + 0.3, "changed value read")
+
+            # a silent unit: one no_response trouble per ref, the other unit still read
+            silenced = time.monotonic()
+            sim.silence(2)
+            took = await eventually(
+                lambda: len(rec.troubles("2:10")) == 1 and len(rec.troubles("2:500")) == 1,
+                POLL_S + TIMEOUT_S + 1.0, "no_response for unit 2")
+            assert took < POLL_S + TIMEOUT_S + 1.0
+            [t10] = rec.troubles("2:10")
+            assert (t10.trouble, t10.active) == ("no_response", True)
+            assert "unit 2" in t10.detail and "no answer" in t10.detail
+            await asyncio.sleep(6 * POLL_S)
+            assert len(rec.troubles("2:10")) == 1, "reported once on the edge, not every poll"
+            assert poller.troubled == {"2:10", "2:500"}
+            during = [t for t, _ in rec.readings("1:0", since=silenced)]
+            assert len(during) >= 5, "unit 1 kept being read"
+            gaps = [b - a for a, b in itertools.pairwise(during)]
+            # cadence holds: the silent unit costs one timeout per cycle (not one per block)
+            assert statistics.median(gaps) < POLL_S + 0.05, gaps
+            assert max(gaps) < POLL_S + TIMEOUT_S + 0.1, gaps
+            assert not rec.readings("2:10", since=silenced + POLL_S + TIMEOUT_S)
+
+            # answering again clears the trouble, and readings come back
+            sim.silence(2, False)
+            await eventually(lambda: len(rec.troubles("2:10")) == 2, 2 * POLL_S + 0.5,
+                             "no_response cleared")
+            assert rec.troubles("2:10")[1] == Trouble("2:10", "no_response", False)
+            assert rec.troubles("2:500")[1] == Trouble("2:500", "no_response", False)
+            assert poller.troubled == frozenset()
+
+            # cable pulled: link down naming the port, no trouble storm for the units
+            pulled = time.monotonic()
+            ptys.stop()
+            await eventually(lambda: rec.link_changes(since=pulled), 1.5, "link down")
+            [(up, reason)] = rec.link_changes(since=pulled)
+            assert not up and str(ptys.gateway) in reason
+            await sim.stop()
+            await asyncio.sleep(0.3)
+            assert not rec.troubles("1:0", since=pulled)
+
+            # plugged back in (and the device side restarted on it): link up, readings resume
+            ptys.start()
+            await sim.start()
+            plugged = time.monotonic()
+            await eventually(lambda: (True, str(ptys.gateway)) in rec.link_changes(pulled),
+                             3.0, "link up again")
+            await eventually(lambda: rec.readings("1:2", since=plugged), 1.0, "readings resume")
+            assert rec.readings("1:2", since=plugged)[0][1] == 999
+            assert [up for up, _ in rec.link_changes(since=pulled)] == [False, True]
+    finally:
+        await sim.stop()
+
+
+def _pymodbus_units() -> list[SimDevice]:
+    """Units defined with pymodbus's own datastore model (input registers only)."""
+    invalid = [SimData(address=0, datatype=DataType.INVALID)]
+    bits = [SimData(address=0, values=False, datatype=DataType.BITS)]
+    gas = [SimData(address=0, values=[250, 1], datatype=DataType.REGISTERS)]
+    return [
+        # a gas detector: input registers 0..1 (e.g. %LEL x10 and a status word)
+        SimDevice(id=5, simdata=(bits, bits, invalid, gas)),
+        # a device with a sparse map: 0 and 5 exist, 1..4 do not, 7 does not
+        SimDevice(id=6, simdata=(bits, bits, invalid,
+                                 [SimData(address=0, values=11, datatype=DataType.REGISTERS),
+                                  SimData(address=5, values=55, datatype=DataType.REGISTERS)])),
+    ]
+
+
+@needs_socat
+async def test_poller_against_pymodbus_server_and_port_appearing_late(ptys: PtyPair) -> None:
+    rec = Recorder()
+    rec.fail_next_emit = True  # a consumer that raises must not stop the feed
+    refs = ["5:0", "5:1", "6:0", "6:5", "6:7"]
+    poller = ModbusPoller(str(ptys.gateway), 19200, refs, rec.emit, rec.link,
+                          poll_s=POLL_S, registers="input", timeout_s=TIMEOUT_S)
+    server: ModbusSerialServer | None = None
+    async with running(poller):
+        # the port does not exist yet: link down, reason naming the port, and retries
+        await eventually(lambda: bool(rec.links), 1.0, "first link report")
+        [(up, reason)] = rec.link_changes()
+        assert not up and str(ptys.gateway) in reason and "cannot open" in reason
+        await asyncio.sleep(0.5)
+        assert len(rec.links) == 1, "down is reported once, not on every retry"
+
+        ptys.start()
+        server = ModbusSerialServer(_pymodbus_units(), framer=FramerType.RTU,
+                                    port=str(ptys.device), baudrate=19200)
+        await server.serve_forever(background=True)
+        try:
+            await eventually(lambda: len(rec.links) == 2, 2.0, "link up once the port exists")
+            assert rec.links[1][1:] == (True, str(ptys.gateway))
+            await eventually(lambda: all(rec.readings(r) for r in ["5:0", "5:1", "6:0", "6:5"]),
+                             3 * POLL_S + 0.3, "readings from pymodbus's server")
+            assert rec.readings("5:0")[-1][1] == 250 and rec.readings("5:1")[-1][1] == 1
+            # unit 6 refused 0..7 as one read; the poller fell back to single reads
+            assert rec.readings("6:0")[-1][1] == 11 and rec.readings("6:5")[-1][1] == 55
+            assert [(b.unit, b.start, b.count) for b in poller.plan] == [
+                (5, 0, 2), (6, 0, 1), (6, 5, 1), (6, 7, 1)]
+            # the register that does not exist: trouble (the unit answered "no such address")
+            await eventually(lambda: bool(rec.troubles("6:7")), 1.0, "6:7 trouble")
+            [t] = rec.troubles("6:7")
+            assert t.active and "exception response 2 (illegal data address)" in t.detail
+            assert not rec.troubles("6:0") and not rec.troubles("5:0")
+        finally:
+            await server.shutdown()
+
+
+@needs_socat
+async def test_simulator_command_line(ptys: PtyPair) -> None:
+    """``python -m firmware_sim.modbus_device`` serves what it is told; SIGTERM exits 0."""
+    ptys.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "firmware_sim.modbus_device", "--port", str(ptys.device),
+        "--unit", "1", "--register", "0", "--value", "100", "--set", "1:1=0x10",
+        "--set", "3:7=7", cwd=Path(__file__).resolve().parent.parent,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert b"serving on" in line
+        rec = Recorder()
+        poller = ModbusPoller(str(ptys.gateway), 9600, ["1:0", "1:1", "3:7"], rec.emit,
+                              rec.link, poll_s=POLL_S, timeout_s=TIMEOUT_S)
+        async with running(poller):
+            await eventually(lambda: all(rec.readings(r) for r in ["1:0", "1:1", "3:7"]),
+                             1.0, "readings from the command-line simulator")
+        assert [rec.readings(r)[0][1] for r in ["1:0", "1:1", "3:7"]] == [100, 16, 7]
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_simulator_rejects_bad_setup() -> None:
+    with pytest.raises(ValueError, match="unit 0 is outside"):
+        ModbusDeviceSim("/dev/null", 9600, {0: {0: 1}})
+    with pytest.raises(ValueError, match=r"value must be 0\.\.65535"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {0: 65536}})
+    with pytest.raises(ValueError, match="register 70000"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {70000: 1}})
+    with pytest.raises(ValueError, match="registers must be"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {0: 1}}, registers="coils")
+    sim = ModbusDeviceSim("/dev/null", 9600, {1: {0: 1}})
+    with pytest.raises(KeyError):
+        sim.set(1, 5, 1)
+    with pytest.raises(ValueError):
+        sim.set(1, 0, -1)
+    with pytest.raises(KeyError):
+        sim.silence(9)
+    sim.set(1, 0, 42)
+    assert sim.get(1, 0) == 42
