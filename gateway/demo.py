@@ -25,7 +25,7 @@ from gateway.audit import run_audit
 from gateway.config import load_site
 from gateway.influx import InfluxTarget
 from gateway.logs import setup_logging
-from gateway.model import Step
+from gateway.model import DeviceState, Step
 from gateway.mqtt_link import MqttTarget
 from gateway.runtime import Gateway
 
@@ -81,7 +81,24 @@ async def run_demo(*, mqtt: str | None = None, influx: str | None = None,
                                                      "responder", "status", "by") if d.get(k))
                 console.print(f"[dim]{ev.t:6.1f}s[/dim]  [blue]field[/blue]    {ev.kind:<8} {what}")
 
+        in_trouble: set[str] = set()
+
+        def show_device(ds: DeviceState) -> None:
+            if not ds.troubles and ds.device not in in_trouble:
+                return
+            if ds.troubles:
+                in_trouble.add(ds.device)
+                what = ds.state if ds.troubles == (ds.state,) else \
+                    f"{ds.state} ({', '.join(ds.troubles)})"
+            else:
+                in_trouble.discard(ds.device)
+                what = f"resolved, {ds.state}"
+            detail = f"  {ds.detail}" if ds.detail else ""
+            console.print(f"[dim]{time.time() - start:6.1f}s[/dim]  gateway  "
+                          f"[yellow]trouble[/yellow]    {ds.device} {what}{detail}")
+
         gw.observers.append(show_step)
+        gw.device_observers.append(show_device)
         stop = asyncio.Event()
         console.rule(f"firegrid demo: site {site.site}, scenario {scenario.name}")
         gateway_task = asyncio.create_task(gw.run(stop))

@@ -86,6 +86,7 @@ class Gateway:
         self.systemd = Systemd()
         self.loop_turns = 0  # the engine loop's heartbeat, watched by the watchdog
         self.observers: list[Callable[[Step], None]] = []  # e.g. the demo's live display
+        self.device_observers: list[Callable[[DeviceState], None]] = []  # troubles, too
 
     # ------------------------------------------------------------------ run
 
@@ -427,6 +428,16 @@ class Gateway:
                     observer(step)
                 except Exception:
                     log.exception("observer failed", stage=step.stage)
+        for device_observer in self.device_observers:
+            for ds in out.devices:
+                try:
+                    device_observer(ds)
+                except Exception:
+                    log.exception("observer failed", device=ds.device)
+        for ds in out.devices:
+            if ds.troubles and ds.state != "alarm":
+                log.info("trouble", device=ds.device, state=ds.state,
+                            troubles=",".join(ds.troubles), detail=ds.detail)
         if self.forwarder is not None and out.steps:
             self.forwarder.wake.set()
         # pages and confirm requests first, then the retained state (latest per topic)
