@@ -2,14 +2,15 @@
 # One entry point for a fresh Debian machine (run as root):
 #   ./setup.sh demo   install what is missing, then run `firegrid demo`
 #   ./setup.sh test   install what is missing, then run ruff and the whole test suite
-# Installs the Debian packages mosquitto, mosquitto-clients, influxdb and socat (servers started by
+# Installs the Debian packages mosquitto, mosquitto-clients, influxdb, socat and
+# libnet-snpp-perl (a third-party SNPP server for the tests; servers are started by
 # the demo and the tests themselves, on free loopback ports) and a virtual environment
 # in .venv with firegrid and its pinned dependencies.
 set -eu
 cd "$(dirname "$0")"
 
 need=""
-for pkg in mosquitto mosquitto-clients influxdb socat systemd; do
+for pkg in mosquitto mosquitto-clients influxdb socat systemd libnet-snpp-perl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need="$need python3-venv python3-pip"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +30,7 @@ import serial_asyncio_fast
 from drivers.feed import FeedEvent, Garbage
 
 log = logging.getLogger(__name__)
+PORT_WATCH_S = 0.05  # how often a missing port is looked for during the backoff
 
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -112,7 +114,7 @@ class SerialFeed:
                 parser = self._factory()
             except Exception as exc:  # e.g. a dialect not implemented: the feed is down
                 self._down(f"{self.port}: codec cannot start: {exc}")
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, self._max)
                 continue
             try:
@@ -135,8 +137,26 @@ class SerialFeed:
                 self._down(reason)
                 if loop.time() - opened >= self._max:
                     delay = self._initial
-            await asyncio.sleep(delay)
+            await self._pause(delay)
             delay = min(delay * 2, self._max)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait out the backoff, but return as soon as a missing port appears again.
+
+        A USB adapter plugged back in (or a pseudo-terminal made again) must be read at
+        once: a panel's printer port keeps nothing, so every record printed before the
+        reopen is lost.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        missing = not os.path.exists(self.port)
+        while True:
+            left = end - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(PORT_WATCH_S, left))
+            if missing and os.path.exists(self.port):
+                return
 
     async def _pump(self, reader: asyncio.StreamReader, parser: StreamCodec) -> str:
         """Feed reads to a fresh codec until the link breaks; return why it broke."""
@@ -213,6 +233,8 @@ class SerialFeed:
     def _report(self, up: bool, text: str) -> None:
         if not up:
             log.warning("serial feed down: %s", text)
+        else:
+            log.info("serial feed up: %s", text)
         try:
             self._link(up, text)
         except Exception:

@@ -226,16 +226,84 @@ class SnppPager(Strict):
 Pager = Annotated[MqttPager | TapPager | SnppPager, Field(discriminator="type")]
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+
+
+class Shift(Strict):
+    """On duty on these days from ``from`` until ``until`` (site-local time, see utc_offset).
+
+    A shift whose ``until`` is not after ``from`` runs past midnight into the next day.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              populate_by_name=True)
+
+    days: list[Literal[DAYS]] = Field(default_factory=lambda: list(DAYS))  # type: ignore[valid-type]
+    start: str = Field("00:00", alias="from", pattern=HHMM)
+    until: str = Field("24:00", pattern=HHMM)
+
+    def minutes(self) -> tuple[int, int]:
+        h1, m1 = (int(p) for p in self.start.split(":"))
+        h2, m2 = (int(p) for p in self.until.split(":"))
+        return h1 * 60 + m1, h2 * 60 + m2
+
+
 class Responder(Strict):
     id: str = Field(pattern=ID)
     name: str | None = None
     tier: int = Field(ge=0)
     pager: Pager | None = None
+    # or several, tried in turn when a page cannot be delivered on one
+    pagers: list[Pager] | None = Field(None, min_length=1)
+    on_duty: list[Shift] | None = None  # None: always on duty
+
+    @model_validator(mode="after")
+    def _one_way_to_say_it(self) -> Responder:
+        if self.pager is not None and self.pagers is not None:
+            raise ValueError("give pager or pagers, not both")
+        return self
+
+    @property
+    def channels(self) -> list[MqttPager | TapPager | SnppPager]:
+        """The channels to try, in order; MQTT (CONTRACT §3) when none is named."""
+        if self.pagers is not None:
+            return list(self.pagers)
+        return [self.pager] if self.pager is not None else [MqttPager(type="mqtt")]
 
 
 class Tier(Strict):
     tier: int = Field(ge=1)
     ack_timeout_s: float = Field(gt=0, le=MAX_SECONDS)
+    # all members at once, or one after another (each gets ack_timeout_s)
+    order: Literal["all", "in_turn"] = "all"
+    repeat_s: float | None = Field(None, gt=0, le=MAX_SECONDS)  # page again until answered
+    pre_alert: bool = False  # page this tier at `located`, before confirmation
+    fallback: list[str] = Field(default_factory=list)  # paged when nobody is on duty
+
+
+class Cap(Strict):
+    """How ``cap/<incident>`` (CAP 1.2) describes the site; see docs/cap.md."""
+
+    lat: float | None = Field(None, ge=-90, le=90)  # the site frame's origin in WGS84
+    lon: float | None = Field(None, ge=-180, le=180)
+    rotation_deg: float = 0.0  # +x axis, counter-clockwise from east
+    sender: str | None = Field(None, pattern=r"^[^\s,<&]+$")
+    language: str = Field("en-US", pattern=r"^(en|zh)(-[A-Za-z0-9]+)*$")
+    scope: Literal["Public", "Restricted", "Private"] = "Public"
+    restriction: str | None = None
+    addresses: str | None = None
+    web: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Cap:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+        if self.scope == "Restricted" and not self.restriction:
+            raise ValueError("scope Restricted needs restriction")
+        if self.scope == "Private" and not self.addresses:
+            raise ValueError("scope Private needs addresses")
+        return self
 
 
 class Site(Strict):
@@ -251,6 +319,8 @@ class Site(Strict):
     journal: str | None = None
     journal_max_mb: float = Field(512.0, gt=0)  # trouble at 80 %, signals shed at 95 %
     journal_keep_days: float = Field(30.0, gt=0)  # finished, forwarded steps kept this long
+    utc_offset: str = Field("+08:00", pattern=r"^[+-]([01][0-9]|2[0-3]):[0-5][0-9]$")
+    cap: Cap = Cap()
 
     def device(self, device_id: str) -> Device | None:
         return self._devices.get(device_id)
@@ -353,6 +423,9 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
     for i, t in enumerate(site.tiers):
         if not any(r.tier == t.tier for r in site.responders):
             problems.append((f"tiers[{i}].tier", f"no responder in tier {t.tier}"))
+        for j, rid in enumerate(t.fallback):
+            if rid not in responders:
+                problems.append((f"tiers[{i}].fallback[{j}]", f"no responder with id {rid!r}"))
     return problems
 
 
@@ -475,7 +548,8 @@ def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """pydantic puts a discriminated union's tag ('tap', 'modbus') into the loc; drop it."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        after_pager = i >= 1 and loc[i - 1] == "pager"
+        after_pager = i >= 1 and (loc[i - 1] == "pager" or (
+            i >= 2 and loc[i - 2] == "pagers" and isinstance(loc[i - 1], int)))
         after_feed = i >= 2 and loc[i - 2] == "feeds" and isinstance(loc[i - 1], int)
         if isinstance(part, str) and (after_pager or after_feed):
             continue

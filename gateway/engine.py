@@ -31,10 +31,13 @@ from typing import NoReturn
 
 import orjson
 
+from alerting.cap import CapError, SiteFrame, cap_alert, cap_identifier
+from alerting.channel import Delivery
 from alerting.page import SCREEN, Page
 from drivers.signal import Signal
 from gateway import locate
 from gateway.config import Device, Site, Window, Zone
+from gateway.escalation import site_zone, tier_roster
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, Decisions, DeviceState, Publish, Refused, Step
 from gateway.supervision import (
@@ -89,6 +92,17 @@ class Incident:
     tier_deadline_ns: int | None = None
     repeats: int = 0
     breaches: set[str] = field(default_factory=set)
+    pre_alerted: set[str] = field(default_factory=set)
+    unreachable: set[str] = field(default_factory=set)  # every channel failed
+    passed: set[str] = field(default_factory=set)  # in-turn member who let their turn pass
+    queue: list[str] = field(default_factory=list)  # in-turn members still to page
+    current: str | None = None  # in-turn member whose turn it is
+    again: int = 0  # repeat pages within the current tier
+    repeat_deadline_ns: int | None = None
+    channel: dict[str, int] = field(default_factory=dict)  # responder -> channel index
+    confirm_rule: str | None = None
+    cap_sent: list[int] = field(default_factory=list)  # t_ns of each CAP message so far
+    cap_dirty: bool = False
     last_ns: int = 0
     method: str = ""
     t_ignition: float | None = None  # seconds from T0, from the last refinement
@@ -357,7 +371,8 @@ class Engine:
         if not inc.active:
             self._refuse(inc, f"incident {inc.id} is {inc.state}", "late_ack", now_ns,
                          responder, f"ack:{status}")
-        if status != "on_scene" and responder not in inc.paged:
+        if (status != "on_scene" and responder not in inc.paged
+                and responder not in inc.pre_alerted):
             self._refuse(inc, f"{responder} was not paged for {inc.id}", "not_paged", now_ns,
                          responder, f"ack:{status}")
         assert r is not None
@@ -367,9 +382,8 @@ class Engine:
             if responder in inc.declined or responder in inc.acked:
                 raise Refused(f"{responder} already answered {inc.id}", "duplicate")
             self._emit(out, inc, "declined", now_ns, responder=responder, tier=tier)
-            members = [m.id for m in self.site.tier_members(inc.tier)]
-            if tier == inc.tier and all(m in inc.declined for m in members):
-                self._dispatch(inc, inc.tier + 1, now_ns, out)
+            if tier == inc.tier and inc.state == CONFIRMED:
+                self._advance(inc, now_ns, out)
         else:
             if responder not in inc.acked:
                 self._emit(out, inc, "acked", now_ns, responder=responder, tier=tier,
@@ -380,6 +394,43 @@ class Engine:
                 if responder in inc.on_scene:
                     raise Refused(f"{responder} already on scene at {inc.id}", "duplicate")
                 self._emit(out, inc, "on_scene", now_ns, responder=responder, tier=tier)
+        self._publish_incident(inc, out)
+        return out
+
+    def delivery(self, d: Delivery, now_ns: int) -> Decisions:
+        """A pager channel reports a page delivered or failed (TAP, SNPP).
+
+        A failure moves to the responder's next channel; when none is left the responder
+        is unreachable and, like a decline, no longer holds up the escalation.
+        """
+        out = Decisions()
+        inc = self.incidents.get(d.incident)
+        r = self.site.responder(d.responder)
+        if inc is None or r is None:
+            raise Refused(f"delivery report for {d.incident}/{d.responder}, not open",
+                          "late_delivery")
+        tier = inc.paged.get(r.id, r.tier)
+        info = {"channel": d.channel, "detail": d.detail[:200], "attempts": d.attempts}
+        if d.ok:
+            self._emit(out, inc, "delivered", now_ns, responder=r.id, tier=tier, fields=info)
+            return out
+        channels = r.channels
+        idx = inc.channel.get(r.id, 0)
+        if idx + 1 < len(channels):
+            self._emit(out, inc, "page_failed", now_ns, responder=r.id, tier=tier,
+                       fields={**info, "next_channel": channels[idx + 1].type})
+            pre = r.id not in inc.paged
+            page = self._page(inc, r.id, tier, now_ns, channel=idx + 1, pre_alert=pre)
+            self._emit(out, inc, "pre_alerted" if pre else "paged", now_ns, responder=r.id,
+                       tier=tier, fields={"channel": channels[idx + 1].type,
+                                          "channel_index": idx + 1, "text": page.text,
+                                          "fallback": True})
+            out.pages.append(page)
+            return out
+        self._emit(out, inc, "page_failed", now_ns, responder=r.id, tier=tier,
+                   fields={**info, "final": True})
+        if r.id in inc.paged and inc.paged[r.id] == inc.tier and inc.state == CONFIRMED:
+            self._advance(inc, now_ns, out)
         self._publish_incident(inc, out)
         return out
 
@@ -423,6 +474,8 @@ class Engine:
             if inc.tier_deadline_ns is not None and now_ns >= inc.tier_deadline_ns:
                 self._tier_timeout(inc, now_ns, out)
                 changed = True
+            if inc.repeat_deadline_ns is not None and now_ns >= inc.repeat_deadline_ns:
+                self._repeat(inc, now_ns, out)
             if changed:
                 self._publish_incident(inc, out)
         return out
@@ -444,6 +497,7 @@ class Engine:
                 inc.t0_ns + _ns(sla.in_place_s) if not inc.on_scene
                 and "in_place" not in inc.breaches else None,
                 inc.tier_deadline_ns,
+                inc.repeat_deadline_ns,
             ):
                 if t is not None and (best is None or t < best):
                     best = t
@@ -457,6 +511,8 @@ class Engine:
         self.counter = max(self.counter, counter)
         for step in steps:
             self._apply(step)
+        for inc in self.incidents.values():
+            inc.cap_dirty = False  # republished with the rest of retained() on connect
         for ds in devices:
             self.device_states[ds.device] = ds
 
@@ -468,6 +524,9 @@ class Engine:
                                retain=True))
             if inc.state == OPEN and inc.queued_to is not None:
                 out.append(self._confirm_request(inc))
+            cap = self._cap(inc)
+            if cap is not None:
+                out.append(cap)
         for ds in self.device_states.values():
             if ds.kind == "feed":
                 continue
@@ -582,6 +641,8 @@ class Engine:
                               fields={"by": "auto", "rule": rule, "trigger": device.id})
             elif inc.queued_to is None:
                 self._queue(inc, now_ns, out)
+        if inc.state == OPEN and not inc.pre_alerted:
+            self._pre_alert(inc, now_ns, out)
         self._publish_incident(inc, out)
 
     def _cluster(self, device: Device, zone: Zone, bearing: float | None, t_ns: int
@@ -969,7 +1030,8 @@ class Engine:
             out.publishes.append(Publish(f"confirm/{inc.id}", b"", retain=True, durable=True))
 
     def _dispatch(self, inc: Incident, from_tier: int, now_ns: int, out: Decisions) -> None:
-        """Page every member of the first tier >= from_tier that has members."""
+        """Page the first tier >= from_tier that has members: its on-duty members (or its
+        fallback) all at once, or the first of them when the tier pages in turn."""
         tiers = sorted(t.tier for t in self.site.tiers if t.tier >= from_tier
                        and self.site.tier_members(t.tier))
         if not tiers:
@@ -978,24 +1040,96 @@ class Engine:
             tier, repeat = inc.tier, True  # top tier passed over: page it again, never drop
         else:
             tier, repeat = tiers[0], False
-        timeout = self.site.tier(tier).ack_timeout_s  # type: ignore[union-attr]
-        for member in self.site.tier_members(tier):
-            if member.id in inc.declined and not repeat:
-                continue
-            page = self._page(inc, member.id, tier, now_ns)
-            self._emit(out, inc, "paged", now_ns, responder=member.id, tier=tier,
-                       fields={"channel": "mqtt",  # TAP/SNPP sending is not built yet
-                               "text": page.text, "ack_timeout_s": timeout,
-                               "repeat": inc.repeats + 1 if repeat else 0})
+        cfg = self.site.tier(tier)
+        assert cfg is not None
+        members, note = tier_roster(self.site, tier, now_ns)
+        ids = [m.id for m in members if repeat or (
+            m.id not in inc.declined and m.id not in inc.unreachable)]
+        if not ids:  # everyone declined or cannot be reached: page them all the same
+            ids = [m.id for m in members]
+        if cfg.order == "in_turn":
+            ids, queue = ids[:1], ids[1:]
+        else:
+            queue = []
+        for rid in ids:
+            self._page_step(inc, rid, tier, now_ns, out, repeat=inc.repeats + 1 if repeat
+                            else 0, queue=queue, note=note)
+
+    def _page_step(self, inc: Incident, rid: str, tier: int, now_ns: int, out: Decisions, *,
+                   repeat: int = 0, queue: list[str] | None = None, note: str = "",
+                   again: int = 0) -> None:
+        """One ``paged`` step and its Page, on the responder's first channel."""
+        cfg = self.site.tier(tier)
+        r = self.site.responder(rid)
+        assert cfg is not None and r is not None
+        page = self._page(inc, rid, tier, now_ns)
+        fields: dict[str, object] = {"channel": r.channels[0].type, "channel_index": 0,
+                                     "text": page.text, "ack_timeout_s": cfg.ack_timeout_s,
+                                     "repeat": repeat, "order": cfg.order}
+        if cfg.repeat_s:
+            fields["repeat_s"] = cfg.repeat_s
+        if queue is not None and cfg.order == "in_turn":
+            fields["queue"] = ",".join(queue)
+        if note:
+            fields["roster"] = note
+        if again:
+            fields["again"] = again
+        self._emit(out, inc, "paged", now_ns, responder=rid, tier=tier, fields=fields)
+        out.pages.append(page)
+
+    def _pre_alert(self, inc: Incident, now_ns: int, out: Decisions) -> None:
+        """Warn the first tier at ``located`` so it can start moving; not yet a dispatch."""
+        first = next((t for t in sorted(self.site.tiers, key=lambda t: t.tier)
+                      if self.site.tier_members(t.tier)), None)
+        if first is None or not first.pre_alert:
+            return
+        members, note = tier_roster(self.site, first.tier, now_ns)
+        for r in members:
+            page = self._page(inc, r.id, first.tier, now_ns, pre_alert=True)
+            self._emit(out, inc, "pre_alerted", now_ns, responder=r.id, tier=first.tier,
+                       fields={"channel": r.channels[0].type, "channel_index": 0,
+                               "text": page.text, **({"roster": note} if note else {})})
             out.pages.append(page)
+
+    def _waiting(self, inc: Incident) -> list[str]:
+        """Members of the current tier paged and still able to answer."""
+        return [rid for rid, t in inc.paged.items() if t == inc.tier
+                and rid not in inc.declined and rid not in inc.unreachable
+                and rid not in inc.passed]
+
+    def _advance(self, inc: Incident, now_ns: int, out: Decisions) -> None:
+        """A member declined or cannot be reached: next in turn, else the next tier."""
+        if inc.acked or inc.on_scene or self._waiting(inc):
+            return
+        if inc.queue:
+            self._page_step(inc, inc.queue[0], inc.tier, now_ns, out, queue=inc.queue[1:])
+        else:
+            self._dispatch(inc, inc.tier + 1, now_ns, out)
 
     def _tier_timeout(self, inc: Incident, now_ns: int, out: Decisions) -> None:
         if inc.acked or inc.on_scene:
             return  # someone answered: the incident is in hand
-        members = [m.id for m in self.site.tier_members(inc.tier)]
+        if inc.queue and inc.current is not None:  # in turn: the next member's turn
+            self._emit(out, inc, "unanswered", now_ns, responder=inc.current, tier=inc.tier,
+                       fields={"responders": inc.current, "next": inc.queue[0]})
+            self._page_step(inc, inc.queue[0], inc.tier, now_ns, out, queue=inc.queue[1:])
+            return
+        members = [rid for rid, t in inc.paged.items() if t == inc.tier]
         self._emit(out, inc, "unanswered", now_ns, tier=inc.tier,
                    fields={"responders": ",".join(members)})
         self._dispatch(inc, inc.tier + 1, now_ns, out)
+
+    def _repeat(self, inc: Incident, now_ns: int, out: Decisions) -> None:
+        """Page the current tier's silent members again, until someone answers."""
+        if inc.acked or inc.on_scene or not inc.active:
+            inc.repeat_deadline_ns = None
+            return
+        waiting = self._waiting(inc)
+        if not waiting:  # everyone declined or cannot be reached: the tier timer decides
+            inc.repeat_deadline_ns = None
+        n = inc.again + 1
+        for rid in waiting:
+            self._page_step(inc, rid, inc.tier, now_ns, out, again=n)
 
     def _breach(self, inc: Incident, sla: str, target: float, now_ns: int,
                 out: Decisions) -> bool:
@@ -1004,14 +1138,22 @@ class Engine:
         self._emit(out, inc, "breach", now_ns, fields={"sla": sla, "target_s": target})
         return True
 
-    def _page(self, inc: Incident, responder: str, tier: int, now_ns: int) -> Page:
+    def _page(self, inc: Incident, responder: str, tier: int, now_ns: int, *,
+              channel: int = 0, pre_alert: bool = False) -> Page:
+        """A page that fits an 80-character screen and says where to run and how to answer."""
+        r = self.site.responder(responder)
+        kind = r.channels[channel].type if r is not None else "mqtt"
         zone = self.site.zone(inc.zone) if inc.zone else None
-        where = zone.name or zone.id if zone else "?"
+        where = (zone.name or zone.id) if zone else "?"
+        building = "" if inc.building.startswith("zone:") else f"{inc.building} "
         secs = int((now_ns - inc.t0_ns) / NS)
-        text = (f"FIRE {where} F{inc.floor} ({inc.x:.0f},{inc.y:.0f})m T0+{secs}s "
-                f"{inc.id} reply ack")
+        head = "PRE-ALERT fire?" if pre_alert else "FIRE"
+        how = "reply 01 ack" if kind == "snpp" else "reply ack"
+        text = (f"{head} {building}{where} F{inc.floor} ({inc.x:.0f},{inc.y:.0f})m "
+                f"T0+{secs}s {inc.id} {how}")
         if len(text) > SCREEN:
-            text = f"FIRE {inc.zone} F{inc.floor} ({inc.x:.0f},{inc.y:.0f}) +{secs}s {inc.id}"
+            text = (f"{head} {building}{inc.zone} F{inc.floor} ({inc.x:.0f},{inc.y:.0f}) "
+                    f"+{secs}s {inc.id}")
         return Page(responder=responder, incident=inc.id, tier=tier, zone=inc.zone or "",
                     text=text[:SCREEN],
                     extra={"site": self.site.site, "floor": inc.floor,
@@ -1019,6 +1161,8 @@ class Engine:
                            "building": None if inc.building.startswith("zone:")
                            else inc.building,
                            "t0": inc.t0_ns / NS, "sent": now_ns / NS,
+                           "channel": kind, "channel_index": channel,
+                           **({"pre_alert": True} if pre_alert else {}),
                            "ack_topic": f"firegrid/{self.site.site}/page/{responder}/ack"})
 
     def _publish_incident(self, inc: Incident, out: Decisions) -> None:
@@ -1028,6 +1172,47 @@ class Engine:
         out.publishes.append(Publish(f"incident/{inc.id}",
                                      orjson.dumps(inc.public(self.site.site)), retain=True,
                                      durable=not inc.active))
+        if inc.cap_dirty:
+            inc.cap_dirty = False
+            cap = self._cap(inc)
+            if cap is not None:
+                out.publishes = [p for p in out.publishes if p.topic != cap.topic]
+                out.publishes.append(cap)
+
+    def _cap(self, inc: Incident) -> Publish | None:
+        """The incident's latest CAP 1.2 message: Alert, then Update, then Cancel at the end.
+
+        Built from the incident and the times of its earlier messages (kept by ``_apply``
+        from steps), so a restored engine makes the same identifiers and references.
+        """
+        if not inc.cap_sent:
+            return None
+        cfg = self.site.cap
+        sender = cfg.sender or f"firegrid@{self.site.site}"
+        tz = site_zone(self.site)
+
+        def when(t_ns: int) -> datetime:
+            return datetime.fromtimestamp(t_ns // NS, UTC).astimezone(tz)
+
+        refs = [(sender, cap_identifier(self.site.site, inc.id, i + 1), when(t))
+                for i, t in enumerate(inc.cap_sent[:-1])]
+        kind = "Cancel" if not inc.active else ("Alert" if not refs else "Update")
+        frame = SiteFrame(cfg.lat, cfg.lon, cfg.rotation_deg) if cfg.lat is not None \
+            and cfg.lon is not None else None
+        try:
+            xml = cap_alert({**inc.public(self.site.site), "confirm_rule": inc.confirm_rule},
+                            sender=sender, frame=frame, msg_type=kind,
+                            sent=when(inc.cap_sent[-1]), references=refs, scope=cfg.scope,
+                            restriction=cfg.restriction, addresses=cfg.addresses, web=cfg.web,
+                            language=cfg.language, zone_name=self._zone_name(inc),
+                            seq=len(inc.cap_sent))
+        except CapError:  # the site file is checked; never expected, never worth a page
+            return None
+        return Publish(f"cap/{inc.id}", xml, retain=True, durable=not inc.active)
+
+    def _zone_name(self, inc: Incident) -> str | None:
+        zone = self.site.zone(inc.zone) if inc.zone else None
+        return zone.name if zone else None
 
     def _emit(self, out: Decisions, inc: Incident | None, stage: str, now_ns: int, *,
               incident_id: str | None = None, t0_ns: int | None = None,
@@ -1073,38 +1258,73 @@ class Engine:
             inc.method, inc.t_ignition = f.get("method", ""), f.get("t_ignition")
             if inc.located_ns is None:
                 inc.located_ns = step.t_ns
+            if inc.cap_sent:  # a better position after the alert: CAP Update
+                inc.cap_sent.append(step.t_ns)
+                inc.cap_dirty = True
         elif s == "queued":
             inc.queued_to = f.get("to") or ""
         elif s in ("confirmed", "escalated"):
             inc.state = CONFIRMED
             inc.unverified = s == "escalated"
             inc.confirmed_by = f.get("by", "escalation")
+            inc.confirm_rule = f.get("rule")
             inc.confirmed_ns = step.t_ns
+            inc.cap_sent.append(step.t_ns)  # CAP Alert
+            inc.cap_dirty = True
         elif s in ("dismissed", "closed"):
+            if inc.cap_sent:  # CAP Cancel of the alert
+                inc.cap_sent.append(step.t_ns)
+                inc.cap_dirty = True
             inc.state = DISMISSED if s == "dismissed" else CLOSED
-            inc.tier_deadline_ns = None
+            inc.tier_deadline_ns = inc.repeat_deadline_ns = None
             self.incidents.pop(inc.id, None)
             self.finished[inc.id] = inc
             while len(self.finished) > FINISHED_KEPT:
                 self.finished.popitem(last=False)
         elif s == "paged" and step.responder and step.tier is not None:
+            inc.channel[step.responder] = f.get("channel_index", 0)
+            if f.get("fallback"):  # the same page on the responder's next channel
+                return
+            if f.get("again"):  # a repeat within the tier: the tier's deadline stands
+                inc.again = f["again"]
+                inc.repeat_deadline_ns = step.t_ns + _ns(f.get("repeat_s", 0)) \
+                    if f.get("repeat_s") else None
+                return
+            if step.tier != inc.tier:
+                inc.again = 0
             inc.paged[step.responder] = step.tier
             if f.get("repeat"):
                 inc.repeats = f["repeat"]
             inc.tier = step.tier
+            if "queue" in f:
+                inc.current = step.responder
+                inc.queue = [q for q in str(f["queue"]).split(",") if q]
             # someone already answered (e.g. on scene before confirmation): no tier timer
-            inc.tier_deadline_ns = None if inc.acked or inc.on_scene else (
+            answered = inc.acked or inc.on_scene
+            inc.tier_deadline_ns = None if answered else (
                 step.t_ns + _ns(f.get("ack_timeout_s", 0)))
+            inc.repeat_deadline_ns = None if answered or not f.get("repeat_s") else (
+                step.t_ns + _ns(f["repeat_s"]))
+        elif s == "pre_alerted" and step.responder:
+            inc.pre_alerted.add(step.responder)
+            inc.channel[step.responder] = f.get("channel_index", 0)
+        elif s == "page_failed" and step.responder:
+            if f.get("final"):
+                inc.unreachable.add(step.responder)
         elif s == "acked" and step.responder:
             inc.acked.add(step.responder)
-            inc.tier_deadline_ns = None
+            inc.tier_deadline_ns = inc.repeat_deadline_ns = None
         elif s == "on_scene" and step.responder:
             inc.on_scene.setdefault(step.responder, step.t_ns)
-            inc.tier_deadline_ns = None
+            inc.tier_deadline_ns = inc.repeat_deadline_ns = None
         elif s == "declined" and step.responder:
             inc.declined.add(step.responder)
         elif s == "unanswered":
             inc.tier_deadline_ns = None
+            if step.responder:  # an in-turn member's turn passed
+                inc.passed.add(step.responder)
+            else:
+                inc.repeat_deadline_ns = None
         elif s == "breach":
             inc.breaches.add(f["sla"])
 

@@ -35,6 +35,7 @@ from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, DeviceState, Refused, Step
 from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
+from gateway.paging import PagerDispatch
 from gateway.systemd import Systemd
 
 log = structlog.get_logger("firegrid.gateway")
@@ -68,6 +69,9 @@ class Gateway:
                             self.journal.counter())
         self.influx_target = influx
         self.feeds = FeedHub(site, self._submit, self.metrics, clock)
+        self.paging = PagerDispatch(site, self._submit, self.metrics, self._pages_done, clock,
+                                    still_waiting=self._answer_wanted)
+        self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
                              client_id, extra=self.feeds.subscriptions(),
                              external=self._on_external)
@@ -106,7 +110,6 @@ class Gateway:
         if restored:
             log.info("resumed open incidents from the journal",
                      incidents=[i.id for i in restored])
-        self._warn_unimplemented()
         async with InfluxClient(self.influx_target) as client:
             self.forwarder = Forwarder(self.journal, client, self.site.site, self.metrics)
             tasks = [
@@ -143,18 +146,13 @@ class Gateway:
                 async with asyncio.timeout(3):
                     await self.forwarder.flush()
             await self.mqtt.say_offline()
+            await self.paging.close()
             for task in [*tasks, *feed_tasks]:
                 task.cancel()
             await asyncio.gather(*tasks, *feed_tasks, return_exceptions=True)
             stopper.cancel()
         self.journal.close()
         log.info("gateway stopped", **self.metrics.snapshot())
-
-    def _warn_unimplemented(self) -> None:
-        for r in self.site.responders:
-            if r.pager is not None and r.pager.type != "mqtt":
-                log.warning("pager type not sent by this version; paging on MQTT instead",
-                            responder=r.id, type=r.pager.type)
 
     # -------------------------------------------------------------- inbound
 
@@ -364,6 +362,8 @@ class Gateway:
             return self.engine.link(feed, up, item.received_ns, detail)
         if item.kind == "feed_seen":
             return self.engine.feed_seen(item.data, item.received_ns)
+        if item.kind == "delivery":
+            return self.engine.delivery(item.data, now)
         raise ValueError(f"unknown input kind {item.kind!r}")
 
     def _record_signal(self, item: Inbound, decided: Decisions, records: list[str]) -> None:
@@ -415,7 +415,10 @@ class Gateway:
             elif p.topic not in durable_topics:  # the durable one is the later, final state
                 plain.append(p)
         for page in out.pages:
-            outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
+            if page.extra.get("channel", "mqtt") == "mqtt":
+                outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
+            else:  # TAP or SNPP: sent by self.paging, cleared when its outcome is known
+                outbox.append(("pager", f"pager/{page.responder}", page.to_json(), False))
         durable = self._commit(out, outbox, records or [])
         self.metrics.inc("steps", len(out.steps))
         for step in out.steps:
@@ -444,8 +447,12 @@ class Gateway:
         if durable and outbox:
             await self._flush_outbox()
         elif outbox:  # the journal cannot take them: an alarm is paged all the same
-            for _kind, topic, payload, retain in outbox:
-                if await self.mqtt.publish(topic, payload, retain=retain):
+            for kind, topic, payload, retain in outbox:
+                if kind == "pager":
+                    self._unjournaled_page -= 1
+                    self.paging.send(self._unjournaled_page, payload)
+                    self.metrics.inc("pages.unjournaled")
+                elif await self.mqtt.publish(topic, payload, retain=retain):
                     self.metrics.inc("pages.unjournaled")
         await self._journal_trouble()
         latest: dict[str, Any] = {}
@@ -503,17 +510,23 @@ class Gateway:
     async def _flush_outbox(self) -> None:
         """Send every journaled page and request not yet handed to the broker, oldest first."""
         async with self._outbox_lock:
-            if self.mqtt.client is None:
-                return
             sent = []
+            link_down = False
             for item in self.journal.pending_outbox():
+                if item.kind == "pager":  # leaves on its own line, broker or not
+                    self.paging.send(item.id, item.payload)
+                    continue
+                if link_down or self.mqtt.client is None:
+                    link_down = True
+                    continue  # stays in the outbox for the next connect
                 if item.payload and item.topic.startswith("confirm/"):
                     inc = self.engine.incidents.get(item.topic.split("/")[1])
                     if inc is None or inc.state != OPEN:
                         sent.append(item.id)  # decided meanwhile: a stale request must not linger
                         continue
                 if not await self.mqtt.publish(item.topic, item.payload, retain=item.retain):
-                    break  # link down: the rest stays in the outbox for the next connect
+                    link_down = True  # the rest stays in the outbox for the next connect
+                    continue
                 sent.append(item.id)
                 if item.kind == "page":
                     self.metrics.inc("pages")
@@ -521,6 +534,18 @@ class Gateway:
                 self.journal.sent(sent)
             except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
                 log.warning("outbox rows not cleared", error=str(exc))
+
+    def _pages_done(self, ids: list[int]) -> None:
+        """The pager channel has an outcome for these outbox rows: forget them."""
+        try:
+            self.journal.sent([i for i in ids if i > 0])
+        except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
+            log.warning("outbox rows not cleared", error=str(exc))
+
+    def _answer_wanted(self, incident: str, responder: str) -> bool:
+        inc = self.engine.incidents.get(incident)
+        return (inc is not None and inc.active and responder not in inc.on_scene
+                and responder not in inc.declined)
 
     async def _on_connect(self) -> None:
         """After every (re)connect: pending pages first, then all retained state again."""

@@ -18,7 +18,7 @@ from drivers.signal import Signal
 from gateway.config import parse_site
 from gateway.engine import CO_RISE_PPM, HEAT_RISE_K, Engine
 from gateway.model import NS, Decisions, Step
-from tests.test_engine import EXAMPLE, SITE, Sim, T, at, one, stages
+from tests.test_engine import EXAMPLE_TEXT, SITE, Sim, T, at, one, stages
 
 # the example site plus analog sensors near the east flats' smoke detectors, a camera in
 # the shops, and a cell whose only automatic rule is multi-criteria
@@ -28,7 +28,7 @@ EXTRA = """
   - {id: tmp-305, kind: temperature, floor: 2, x: 18.0, y: 11.0}
   - {id: cam-02, kind: camera, floor: 1, x: 26.0, y: 0.0, azimuth_deg: 135, fov_deg: 90}
 """
-TEXT = EXAMPLE.read_text()
+TEXT = EXAMPLE_TEXT
 VERIFY = parse_site(
     TEXT.replace("devices:\n", "devices:\n" + EXTRA.lstrip("\n"), 1)
     .replace("polygon: [[0,0],[26,0],[26,12],[0,12]], worker: w-07}",
