@@ -345,7 +345,66 @@ class _Session:
     finished: bool = False
 
 
-class SnppClient:
+class _Machine:
+    """What SnppClient and MstaPoll share: the session, its public state, and
+    ``receive``, which parses replies and hands each complete one to ``_on_reply``.
+    A subclass says how it ends on a hang-up (``_closed``) and on an error
+    (``_abort``)."""
+
+    def __init__(self) -> None:
+        self._s = _Session()
+
+    @property
+    def finished(self) -> bool:
+        return self._s.finished
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        return tuple(self._s.codes)
+
+    @property
+    def waiting_for(self) -> str:
+        """What the client is waiting for, for a timeout message: 'the greeting',
+        'the reply to PAGE'…"""
+        if self._s.pending == "greeting":
+            return "the 220 greeting"
+        return f"the reply to {self._s.pending}" if self._s.pending else "nothing"
+
+    def receive(self, data: bytes) -> bytes:
+        if self._s.finished:
+            return b""
+        if not data:
+            return self._closed(f"server closed the connection while we waited for "
+                                f"{self.waiting_for}")
+        try:
+            replies = self._s.parser.feed(data)
+        except SnppError as e:
+            self._abort(f"protocol error: {e}")
+            raise
+        out = bytearray()
+        for reply in replies:
+            if reply.more:
+                continue
+            self._s.codes.append(reply.code)
+            if not self._s.pending:
+                self._abort(f"unexpected reply with no command pending: {reply}")
+                raise SnppError(f"unexpected reply with no command pending: {_show(str(reply))}")
+            out += self._on_reply(reply)
+            if self._s.finished:
+                break
+        return bytes(out)
+
+    def _closed(self, detail: str) -> bytes:
+        raise NotImplementedError
+
+    def _abort(self, detail: str) -> None:
+        raise NotImplementedError
+
+    def _on_reply(self, reply: Reply) -> bytes:
+        raise NotImplementedError
+
+
+class SnppClient(_Machine):
     """One SNPP paging session as a state machine (sans-IO).
 
     Feed it what the server sends with ``receive(data)``; it returns the bytes to send
@@ -366,8 +425,8 @@ class SnppClient:
     """
 
     def __init__(self, plan: Plan) -> None:
+        super().__init__()
         self.plan = plan
-        self._s = _Session()
         self._lines = clean_text(plan.text)
         self._queue: deque[_Step] = deque()
         self._step: _Step | None = None
@@ -385,50 +444,13 @@ class SnppClient:
     def decided(self) -> bool:
         return self.outcome is not None
 
-    @property
-    def finished(self) -> bool:
-        return self._s.finished
-
-    @property
-    def codes(self) -> tuple[int, ...]:
-        return tuple(self._s.codes)
-
-    @property
-    def waiting_for(self) -> str:
-        """What the client is waiting for, for a timeout message: 'the greeting',
-        'the reply to PAGE'…"""
-        if self._s.pending == "greeting":
-            return "the 220 greeting"
-        return f"the reply to {self._s.pending}" if self._s.pending else "nothing"
-
     # -- input
 
-    def receive(self, data: bytes) -> bytes:
-        if self._s.finished:
-            return b""
-        if not data:
-            self._s.finished = True
-            if self.outcome is None:
-                self._decide(False, f"server closed the connection while we waited for "
-                                    f"{self.waiting_for}")
-            return b""
-        try:
-            replies = self._s.parser.feed(data)
-        except SnppError as e:
-            self._abort(f"protocol error: {e}")
-            raise
-        out = bytearray()
-        for reply in replies:
-            if reply.more:
-                continue
-            self._s.codes.append(reply.code)
-            if not self._s.pending:
-                self._abort(f"unexpected reply with no command pending: {reply}")
-                raise SnppError(f"unexpected reply with no command pending: {_show(str(reply))}")
-            out += self._on_reply(reply)
-            if self._s.finished:
-                break
-        return bytes(out)
+    def _closed(self, detail: str) -> bytes:
+        self._s.finished = True
+        if self.outcome is None:
+            self._decide(False, detail)
+        return b""
 
     # -- steps
 
@@ -597,7 +619,7 @@ def parse_msta(reply: Reply) -> str:
     return FAILED
 
 
-class MstaPoll:
+class MstaPoll(_Machine):
     """One status poll as a state machine: greeting, ``MSTA <tag> <pass>``, ``QUIT``.
 
     Same conventions as SnppClient: ``receive`` returns bytes to send, ``receive(b"")``
@@ -606,9 +628,9 @@ class MstaPoll:
     """
 
     def __init__(self, tag: str, pass_code: str) -> None:
+        super().__init__()
         self.tag = check_token(tag, "message tag")
         self.pass_code = check_token(pass_code, "pass code")
-        self._s = _Session()
         self.status: str | None = None
         self.reply: Reply | None = None
         self.detail = ""
@@ -616,19 +638,6 @@ class MstaPoll:
     @property
     def decided(self) -> bool:
         return self.status is not None
-
-    @property
-    def finished(self) -> bool:
-        return self._s.finished
-
-    @property
-    def codes(self) -> tuple[int, ...]:
-        return tuple(self._s.codes)
-
-    @property
-    def waiting_for(self) -> str:
-        return "the 220 greeting" if self._s.pending == "greeting" else (
-            f"the reply to {self._s.pending}" if self._s.pending else "nothing")
 
     def _end(self, status: str, detail: str, *, quit_: bool) -> bytes:
         if self.status is None:
@@ -640,38 +649,21 @@ class MstaPoll:
         self._s.pending = ""
         return b""
 
-    def receive(self, data: bytes) -> bytes:
-        if self._s.finished:
-            return b""
-        if not data:
-            return self._end(FAILED, f"server closed the connection while we waited for "
-                                     f"{self.waiting_for}", quit_=False)
-        try:
-            replies = self._s.parser.feed(data)
-        except SnppError as e:
-            self._end(FAILED, f"protocol error: {e}", quit_=False)
-            raise
-        out = bytearray()
-        for reply in replies:
-            if reply.more:
-                continue
-            self._s.codes.append(reply.code)
-            pending = self._s.pending
-            if pending == "QUIT" or reply.code // 100 == 4:
-                out += self._end(FAILED, f"{reply} (to {pending})", quit_=False)
-            elif pending == "greeting":
-                if reply.code == 220:
-                    self._s.pending = "MSTA"
-                    out += encode_command("MSTA", self.tag, self.pass_code)
-                else:
-                    out += self._end(FAILED, f"{reply} (to connect, expected 220)", quit_=True)
-            elif pending == "MSTA":
-                self.reply = reply
-                out += self._end(parse_msta(reply), str(reply), quit_=True)
-            else:
-                self._end(FAILED, f"unexpected reply with no command pending: {reply}",
-                          quit_=False)
-                raise SnppError(f"unexpected reply with no command pending: {_show(str(reply))}")
-            if self._s.finished:
-                break
-        return bytes(out)
+    def _closed(self, detail: str) -> bytes:
+        return self._end(FAILED, detail, quit_=False)
+
+    def _abort(self, detail: str) -> None:
+        self._end(FAILED, detail, quit_=False)
+
+    def _on_reply(self, reply: Reply) -> bytes:
+        pending = self._s.pending
+        if pending == "QUIT" or reply.code // 100 == 4:
+            return self._end(FAILED, f"{reply} (to {pending})", quit_=False)
+        if pending == "greeting":
+            if reply.code == 220:
+                self._s.pending = "MSTA"
+                return encode_command("MSTA", self.tag, self.pass_code)
+            return self._end(FAILED, f"{reply} (to connect, expected 220)", quit_=True)
+        # the reply to MSTA
+        self.reply = reply
+        return self._end(parse_msta(reply), str(reply), quit_=True)

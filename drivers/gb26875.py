@@ -74,10 +74,10 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from drivers.feed import FeedEvent, Garbage, Reading, Reset, Seen, Trouble
 from drivers.signal import Signal
@@ -299,6 +299,7 @@ class Deframer:
         self._junk = 0  # garbage bytes not yet reported, ending at _offset
         self._junk_at = 0
         self._resyncing = False  # looking for a frame after a bad start
+        self._inside_from = 1  # inner starts before this are settled: no frame begins there
 
     @property
     def buffered(self) -> int:
@@ -346,6 +347,7 @@ class Deframer:
     def _drop(self, n: int) -> None:
         del self._buf[:n]
         self._offset += n
+        self._inside_from = 1
 
     def _skip_junk(self, n: int) -> None:
         if not self._junk:
@@ -394,17 +396,26 @@ class Deframer:
         Checksums are computed for a few candidates only, so fake starts cost little."""
         buf = self._buf
         budget = 8
-        j = buf.find(START, 1)
+        undecided: int | None = None  # first start whose frame has not fully arrived
+        j = buf.find(START, self._inside_from)
         while j >= 0 and budget:
             if len(buf) - j < HEADER_LEN:
-                return None
+                undecided = j if undecided is None else undecided
+                break
             n = buf[j + 24] | buf[j + 25] << 8
             end = j + OVERHEAD + n
-            if n <= MAX_ADU and end <= len(buf) and buf[end - 2:end] == END:
+            if n <= MAX_ADU and end > len(buf):
+                undecided = j if undecided is None else undecided
+            elif n <= MAX_ADU and buf[end - 2:end] == END:
                 budget -= 1
                 if checksum(buf[j + 2:end - 3]) == buf[end - 3]:
                     return j
             j = buf.find(START, j + 1)
+        # the next read resumes here: starts before it can never become a frame, so a
+        # frame arriving a byte at a time is scanned once, not once per byte
+        if budget:
+            self._inside_from = undecided if undecided is not None else max(
+                self._inside_from, len(buf) - 1)
         return None
 
     def _process(self, out: list[Frame | BadFrame]) -> None:
@@ -443,8 +454,14 @@ class Deframer:
                 # the length is right (the tail is where it says), unless a valid frame
                 # began inside: a '@@' in its payload is not taken for a frame
                 j = self._complete_frame_inside()
+                if j is None or j >= total:
+                    # a frame may start inside and not have arrived whole yet (a cut-off
+                    # header's length can point at a '##' in the next frame): look for
+                    # frames from the next '@@', as garbage, with no second 否认
+                    j = self._next_start()
                 self._bad(out, f"checksum 0x{buf[total - 3]:02X}, computed 0x{want:02X}",
-                          hdr, j if j is not None and j < total else total)
+                          hdr, j)
+                self._resyncing = True
                 continue
             self._flush_junk(out)
             out.append(_to_frame(buf, hdr))
@@ -452,10 +469,6 @@ class Deframer:
 
 
 # ------------------------------------------------------------------ information objects
-
-
-def _time_of(b: bytes | memoryview, at: int) -> Time:
-    return tuple(b[at:at + 6])  # type: ignore[return-value]
 
 
 def _encode_time(t: Sequence[int]) -> bytes:
@@ -466,10 +479,9 @@ def _encode_time(t: Sequence[int]) -> bytes:
     return bytes(t)
 
 
-def _u8(*pairs: tuple[str, int]) -> bytes:
-    for what, v in pairs:
-        _check_int(what, v, 0xFF)
-    return bytes(v for _, v in pairs)
+def _check_int16(what: str, value: int) -> None:
+    if not isinstance(value, int) or not -32768 <= value <= 32767:
+        raise FrameError(f"{what} must be an int16, got {value!r}")
 
 
 def fit_description(text: str, size: int = 31) -> bytes:
@@ -493,183 +505,172 @@ def read_description(raw: bytes | memoryview) -> str:
     return b.decode("gb18030", errors="replace")
 
 
+# The kinds of field: their widths; the integer kinds are struct codes. The wider ones
+# are range-checked before the rest (their largest value; None: int16).
+_WIDTH = {"B": 1, "H": 2, "I": 4, "h": 2, "text": 31, "time": 6}
+_WIDE_MAX = {"H": 0xFFFF, "I": 0xFFFFFFFF, "h": None}
+
+
+def _wire(kind: str, what: str = "", **default: Any) -> Any:
+    """A field of an information object, laid out as ``kind`` (a key of ``_WIDTH``:
+    "B" u8, "H" u16, "I" u32, "h" int16, "text" a 31-byte description, "time" a time
+    label); ``what`` names it in errors."""
+    return field(metadata={"wire": (kind, what)}, **default)
+
+
+class _Object:
+    """An information object of fixed size: its fields, declared with ``_wire`` in wire
+    order, give its encoding, decoding and ``SIZE`` (set by ``_info_object``)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+    SIZE: ClassVar[int]
+    MAX: ClassVar[int]
+    _LAYOUT: ClassVar[tuple[tuple[str, str, str, int], ...]]  # (name, kind, what, offset)
+
+    def encode(self) -> bytes:
+        values = [getattr(self, name) for name, _, _, _ in self._LAYOUT]
+        # the wider integers are checked first, then the rest in wire order
+        for (_, kind, what, _), v in zip(self._LAYOUT, values, strict=True):
+            if kind in _WIDE_MAX:
+                hi = _WIDE_MAX[kind]
+                if hi is None:
+                    _check_int16(what, v)
+                else:
+                    _check_int(what, v, hi)
+        out: list[bytes] = []
+        for (_, kind, what, _), v in zip(self._LAYOUT, values, strict=True):
+            if kind == "text":
+                out.append(fit_description(v))
+            elif kind == "time":
+                out.append(_encode_time(v))
+            else:
+                if kind == "B":
+                    _check_int(what, v, 0xFF)
+                out.append(struct.pack("<" + kind, v))
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, b: memoryview) -> Self:
+        values: list[Any] = []
+        for _, kind, _, at in cls._LAYOUT:
+            if kind == "text":
+                values.append(read_description(b[at:at + _WIDTH[kind]]))
+            elif kind == "time":
+                values.append(tuple(b[at:at + 6]))
+            else:
+                values.append(struct.unpack_from("<" + kind, b, at)[0])
+        return cls(*values)
+
+
+_O = TypeVar("_O", bound=_Object)
+
+
+def _info_object(type_flag: int, max_count: int) -> Callable[[type[_O]], type[_O]]:
+    """Makes the class a frozen dataclass of information object type ``type_flag``, at
+    most ``max_count`` to an ADU, laid out as its ``_wire`` fields say."""
+
+    def make(cls: type[_O]) -> type[_O]:
+        cls = dataclass(frozen=True, slots=True)(cls)
+        layout: list[tuple[str, str, str, int]] = []
+        at = 0
+        for f in fields(cls):  # type: ignore[arg-type]
+            kind, what = f.metadata["wire"]
+            layout.append((f.name, kind, what, at))
+            at += _WIDTH[kind]
+        cls.TYPE, cls.MAX, cls.SIZE, cls._LAYOUT = type_flag, max_count, at, tuple(layout)
+        return cls
+
+    return make
+
+
 @dataclass(frozen=True, slots=True)
-class SystemStatus:
+class _SystemObject(_Object):
+    """The fields that open the objects about a building fire system."""
+
+    sys_type: int = _wire("B", "system type")
+    sys_addr: int = _wire("B", "system address")
+
+
+@dataclass(frozen=True, slots=True)
+class _PartObject(_SystemObject):
+    """The fields that open the objects about one component of a system."""
+
+    part_type: int = _wire("B", "component type")
+    part_addr: int = _wire("I", "component address")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.sys_type}/{self.sys_addr}/{self.part_addr}"
+
+
+@_info_object(type_flag=1, max_count=102)
+class SystemStatus(_SystemObject):
     """Type 1, 建筑消防设施系统状态: bits 0-7 as for components, 8 mains fault, 9 backup
     power fault, 10 bus fault, 11 manual, 12 configuration changed, 13 reset."""
 
-    TYPE: ClassVar[int] = 1
-    SIZE: ClassVar[int] = 10
-    MAX: ClassVar[int] = 102
-    sys_type: int
-    sys_addr: int
-    status: int
-    time: Time = NO_TIME
+    status: int = _wire("H", "system status")
+    time: Time = _wire("time", default=NO_TIME)
 
     @property
     def ref(self) -> str:
         return f"{self.sys_type}/{self.sys_addr}"
 
-    def encode(self) -> bytes:
-        _check_int("system status", self.status, 0xFFFF)
-        return (_u8(("system type", self.sys_type), ("system address", self.sys_addr))
-                + struct.pack("<H", self.status) + _encode_time(self.time))
 
-    @classmethod
-    def decode(cls, b: memoryview) -> SystemStatus:
-        return cls(b[0], b[1], b[2] | b[3] << 8, _time_of(b, 4))
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentStatus:
+@_info_object(type_flag=2, max_count=22)
+class ComponentStatus(_PartObject):
     """Type 2, 建筑消防设施部件运行状态: bit 1 fire, 2 fault, 3 disabled, 4 supervisory,
     5 started, 6 feedback, 7 delay, 8 power fault; bit 0 normal/test is unreliable."""
 
-    TYPE: ClassVar[int] = 2
-    SIZE: ClassVar[int] = 46
-    MAX: ClassVar[int] = 22
-    sys_type: int
-    sys_addr: int
-    part_type: int
-    part_addr: int
-    status: int
-    description: str = ""
-    time: Time = NO_TIME
-
-    @property
-    def ref(self) -> str:
-        return f"{self.sys_type}/{self.sys_addr}/{self.part_addr}"
-
-    def encode(self) -> bytes:
-        _check_int("component address", self.part_addr, 0xFFFFFFFF)
-        _check_int("component status", self.status, 0xFFFF)
-        return (_u8(("system type", self.sys_type), ("system address", self.sys_addr),
-                    ("component type", self.part_type))
-                + struct.pack("<IH", self.part_addr, self.status)
-                + fit_description(self.description) + _encode_time(self.time))
-
-    @classmethod
-    def decode(cls, b: memoryview) -> ComponentStatus:
-        addr, status = struct.unpack_from("<IH", b, 3)
-        return cls(b[0], b[1], b[2], addr, status, read_description(b[9:40]),
-                   _time_of(b, 40))
+    status: int = _wire("H", "component status")
+    description: str = _wire("text", default="")
+    time: Time = _wire("time", default=NO_TIME)
 
 
-@dataclass(frozen=True, slots=True)
-class AnalogValue:
+@_info_object(type_flag=3, max_count=63)
+class AnalogValue(_PartObject):
     """Type 3, 部件模拟量值: ``value`` is the raw int16; ``ANALOG_TYPES`` gives its step."""
 
-    TYPE: ClassVar[int] = 3
-    SIZE: ClassVar[int] = 16
-    MAX: ClassVar[int] = 63
-    sys_type: int
-    sys_addr: int
-    part_type: int
-    part_addr: int
-    analog_type: int
-    value: int
-    time: Time = NO_TIME
-
-    @property
-    def ref(self) -> str:
-        return f"{self.sys_type}/{self.sys_addr}/{self.part_addr}"
-
-    def encode(self) -> bytes:
-        _check_int("component address", self.part_addr, 0xFFFFFFFF)
-        if not isinstance(self.value, int) or not -32768 <= self.value <= 32767:
-            raise FrameError(f"analog value must be an int16, got {self.value!r}")
-        return (_u8(("system type", self.sys_type), ("system address", self.sys_addr),
-                    ("component type", self.part_type))
-                + struct.pack("<I", self.part_addr)
-                + _u8(("analog type", self.analog_type))
-                + struct.pack("<h", self.value) + _encode_time(self.time))
-
-    @classmethod
-    def decode(cls, b: memoryview) -> AnalogValue:
-        addr, kind, value = struct.unpack_from("<IBh", b, 3)
-        return cls(b[0], b[1], b[2], addr, kind, value, _time_of(b, 10))
+    analog_type: int = _wire("B", "analog type")
+    value: int = _wire("h", "analog value")
+    time: Time = _wire("time", default=NO_TIME)
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+@_info_object(type_flag=4, max_count=102)
+class Operation(_SystemObject):
     """Type 4, 建筑消防设施操作信息: bit 0 reset, 1 silence, 2 manual alarm, 3 alarm
     cleared, 4 self-test, 5 acknowledge, 6 test."""
 
-    TYPE: ClassVar[int] = 4
-    SIZE: ClassVar[int] = 10
-    MAX: ClassVar[int] = 102
-    sys_type: int
-    sys_addr: int
-    flags: int
-    operator: int
-    time: Time = NO_TIME
-
-    def encode(self) -> bytes:
-        return _u8(("system type", self.sys_type), ("system address", self.sys_addr),
-                   ("operation flags", self.flags), ("operator", self.operator)) + \
-            _encode_time(self.time)
-
-    @classmethod
-    def decode(cls, b: memoryview) -> Operation:
-        return cls(b[0], b[1], b[2], b[3], _time_of(b, 4))
+    flags: int = _wire("B", "operation flags")
+    operator: int = _wire("B", "operator")
+    time: Time = _wire("time", default=NO_TIME)
 
 
-@dataclass(frozen=True, slots=True)
-class UitdStatus:
+@_info_object(type_flag=21, max_count=1)
+class UitdStatus(_Object):
     """Type 21, 用户信息传输装置运行状态: bit 0 monitoring (0 = test), 1 fire, 2 fault,
     3 mains fault, 4 backup power fault, 5 channel to the centre failed, 6 monitoring
     line fault."""
 
-    TYPE: ClassVar[int] = 21
-    SIZE: ClassVar[int] = 7
-    MAX: ClassVar[int] = 1
-    status: int
-    time: Time = NO_TIME
-
-    def encode(self) -> bytes:
-        return _u8(("UITD status", self.status)) + _encode_time(self.time)
-
-    @classmethod
-    def decode(cls, b: memoryview) -> UitdStatus:
-        return cls(b[0], _time_of(b, 1))
+    status: int = _wire("B", "UITD status")
+    time: Time = _wire("time", default=NO_TIME)
 
 
-@dataclass(frozen=True, slots=True)
-class UitdOperation:
+@_info_object(type_flag=24, max_count=127)
+class UitdOperation(_Object):
     """Type 24, 用户信息传输装置操作信息: as type 4, but bit 5 is 查岗应答 (duty check)."""
 
-    TYPE: ClassVar[int] = 24
-    SIZE: ClassVar[int] = 8
-    MAX: ClassVar[int] = 127
-    flags: int
-    operator: int
-    time: Time = NO_TIME
-
-    def encode(self) -> bytes:
-        return _u8(("operation flags", self.flags), ("operator", self.operator)) + \
-            _encode_time(self.time)
-
-    @classmethod
-    def decode(cls, b: memoryview) -> UitdOperation:
-        return cls(b[0], b[1], _time_of(b, 2))
+    flags: int = _wire("B", "operation flags")
+    operator: int = _wire("B", "operator")
+    time: Time = _wire("time", default=NO_TIME)
 
 
-@dataclass(frozen=True, slots=True)
-class UitdVersion:
+@_info_object(type_flag=25, max_count=1)
+class UitdVersion(_Object):
     """Type 25, 用户信息传输装置软件版本 (no time label)."""
 
-    TYPE: ClassVar[int] = 25
-    SIZE: ClassVar[int] = 2
-    MAX: ClassVar[int] = 1
-    major: int
-    minor: int
-
-    def encode(self) -> bytes:
-        return _u8(("major version", self.major), ("minor version", self.minor))
-
-    @classmethod
-    def decode(cls, b: memoryview) -> UitdVersion:
-        return cls(b[0], b[1])
+    major: int = _wire("B", "major version")
+    minor: int = _wire("B", "minor version")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ device's, and a fire alarm must not be lost to a naming mismatch.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 
 from drivers.feed import FeedEvent, Garbage, Reset, Seen
@@ -77,8 +78,8 @@ _GST_SEEN = (
     "延时", "消音", "动作", "应答", "排除",
 )  # fmt: skip
 _LIDA_WORDS = (*_GST_CLEAR, *_GST_ALARM, *_GST_FAULT, *_GST_RESET, *_GST_SEEN)
-_LIDA_ADDR = re.compile("(" + "|".join(_LIDA_WORDS) + r")\s*[:：]\s*(\d{5})(?!\d)")
-_LOOP_POINT = re.compile(r"(?<!\d)(\d{3})-(\d{3})(?!\d)")
+_LIDA_ADDR = re.compile("(" + "|".join(_LIDA_WORDS) + r")\s*[:：]\s*([0-9]{5})(?![0-9])")
+_LOOP_POINT = re.compile(r"(?<![0-9])([0-9]{3})-([0-9]{3})(?![0-9])")
 _GST_TIME = re.compile(r"(\d{2}/\d{2}/\d{2})\s+(\d{1,2}:\d{2}(?::\d{2})?)")
 
 # --- Edwards vocabulary ----------------------------------------------------------------
@@ -90,11 +91,15 @@ _EDW_EVENT = re.compile(
     r"(?P<event>[A-Za-z][A-Za-z0-9 .\-]*?)\s*\|\s*"
     r"(?P<time>\d{1,2}:\d{2}(?::\d{2})?)\s+(?P<date>\d{1,2}/\d{1,2}/\d{2,4})(?P<rest>.*)"
 )
-_EDW_LOOP_DEV = re.compile(r"\bL:\s*(\d{1,3})\s+D:\s*(\d{1,3})\b")
-_EDW_ELEMENT = re.compile(r"\bE:\s*(\d{1,3})\b")
+_EDW_LOOP_DEV = re.compile(r"\bL:\s*([0-9]{1,3})\s+D:\s*([0-9]{1,3})\b")
+_EDW_ELEMENT = re.compile(r"\bE:\s*([0-9]{1,3})\b")
 _EDW_RESET_LINE = re.compile(r"^\s*(?:SYSTEM\s+)?RESET\b", re.IGNORECASE)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
 _ALIVE = Seen(None)
 
 
@@ -143,21 +148,54 @@ class _JunkRun:
             self.nbytes = 0
 
 
-class _EscRecordParser:
-    """GST / Lida records: ESC '6' … ESC '9' … LF LF, GB2312 (read as GB18030) text."""
+class _StreamParser:
+    """What the dialects' parsers share: the bytes held since the last complete record
+    or line, their stream offset, and the junk run. A parser says how it reads the
+    buffer (``_consume``) and what it does with what is held when flushed
+    (``_drop_held``)."""
 
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
+    def __init__(self, junk_reason: str) -> None:
         self._buf = bytearray()
         self._base = 0  # stream offset of _buf[0]
-        self._in_record = False  # _buf[0:2] is ESC '6' of an open record
-        self._scan = 2  # where in _buf the search for the record's end resumes
-        self._junk = _JunkRun("bytes outside a printer record")
+        self._junk = _JunkRun(junk_reason)
 
     def feed(self, data: bytes) -> list[FeedEvent]:
         out: list[FeedEvent] = []
+        self._buf += data
+        pos = self._consume(out)
+        del self._buf[:pos]
+        self._base += pos
+        return out
+
+    def flush(self) -> list[FeedEvent]:
+        """Report what is pending as Garbage; start afresh."""
+        out: list[FeedEvent] = []
+        self._drop_held(out)
+        self._junk.end(out)
+        self._base += len(self._buf)
+        self._buf.clear()
+        return out
+
+    def _consume(self, out: list[FeedEvent]) -> int:
+        """Add the events of the buffer to ``out``; how many bytes of it were used."""
+        raise NotImplementedError
+
+    def _drop_held(self, out: list[FeedEvent]) -> None:
+        """Report the buffer as Garbage (or junk) and reset the parsing state."""
+        raise NotImplementedError
+
+
+class _EscRecordParser(_StreamParser):
+    """GST / Lida records: ESC '6' … ESC '9' … LF LF, GB2312 (read as GB18030) text."""
+
+    def __init__(self, dialect: str) -> None:
+        super().__init__("bytes outside a printer record")
+        self.dialect = dialect
+        self._in_record = False  # _buf[0:2] is ESC '6' of an open record
+        self._scan = 2  # where in _buf the search for the record's end resumes
+
+    def _consume(self, out: list[FeedEvent]) -> int:
         buf = self._buf
-        buf += data
         pos = 0
         while True:
             if not self._in_record:
@@ -199,31 +237,25 @@ class _EscRecordParser:
             # wait for more; a terminator or ESC '6' may straddle this read and the next
             self._scan = max(2, len(buf) - pos - 2)
             break
-        del buf[:pos]
-        self._base += pos
-        return out
+        return pos
 
-    def flush(self) -> list[FeedEvent]:
-        """Report what is pending (a record cut off, junk) as Garbage; start afresh."""
-        out: list[FeedEvent] = []
+    def _drop_held(self, out: list[FeedEvent]) -> None:
         if self._in_record:
             out.append(Garbage("printer record cut off (no end)", f"byte {self._base}",
                                len(self._buf)))
         else:
             self._junk.add(out, self._base, len(self._buf))
-        self._junk.end(out)
-        self._base += len(self._buf)
-        self._buf.clear()
         self._in_record = False
         self._scan = 2
-        return out
 
     def _record(self, rec: bytes, offset: int, size: int) -> list[FeedEvent]:
         """Events of one complete record (``rec`` without ESC '6' and the final LF LF)."""
         where = f"byte {offset}"
         head_b, has_text, body_b = rec.partition(ESC_TEXT)
-        head = head_b.decode("gb18030", errors="replace").replace("\r", "")
-        body = body_b.decode("gb18030", errors="replace").replace("\r", "")
+        # NFKC: a panel may print full-width digits (GB2312 A3B0-A3B9); a site file holds
+        # "004-004", so they are read as the ASCII digits they stand for
+        head = _nfkc(head_b.decode("gb18030", errors="replace").replace("\r", ""))
+        body = _nfkc(body_b.decode("gb18030", errors="replace").replace("\r", ""))
         body_lines = [ln for ln in (_clean(x) for x in body.split("\n")) if ln]
         label = device_type = ""
         ref: str | None = None
@@ -269,20 +301,16 @@ class _EscRecordParser:
         return [Signal(ref, state, meta=tuple(meta))]
 
 
-class _LineParser:
+class _LineParser(_StreamParser):
     """Edwards iO1000: one event per line, then a label line, then blank lines."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._base = 0
+        super().__init__("unrecognised printer lines")
         self._skipping = False  # inside a line already known to be overlong
         self._expect_label = False  # the last non-blank line was an event
-        self._junk = _JunkRun("unrecognised printer lines")
 
-    def feed(self, data: bytes) -> list[FeedEvent]:
-        out: list[FeedEvent] = []
+    def _consume(self, out: list[FeedEvent]) -> int:
         buf = self._buf
-        buf += data
         pos = 0
         while True:
             m = _LINE_END.search(buf, pos)
@@ -300,19 +328,11 @@ class _LineParser:
             else:
                 self._line(out, bytes(buf[pos:eol]), self._base + pos)
             pos = eol + 1
-        del buf[:pos]
-        self._base += pos
-        return out
+        return pos
 
-    def flush(self) -> list[FeedEvent]:
-        """Report a pending partial line and junk as Garbage; start afresh."""
-        out: list[FeedEvent] = []
+    def _drop_held(self, out: list[FeedEvent]) -> None:
         self._junk.add(out, self._base, len(self._buf))
-        self._junk.end(out)
-        self._base += len(self._buf)
-        self._buf.clear()
         self._skipping = self._expect_label = False
-        return out
 
     def _line(self, out: list[FeedEvent], raw: bytes, offset: int) -> None:
         try:

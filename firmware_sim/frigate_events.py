@@ -14,8 +14,9 @@ The sequences here are those a fire feed has to get right:
 - ``audio``: a smoke alarm heard (``fire_alarm``), on the audio topic or as an event;
 - ``offline``: Frigate stops and starts again.
 
-Topics and labels come from ``drivers.frigate``; timing and publishing from
-``firmware_sim.zigbee_devices``. This module never imports ``gateway``.
+Topics and labels come from ``drivers.frigate``; timing, publishing and the shared
+part of the command line from ``firmware_sim.zigbee_devices``. This module never
+imports ``gateway``.
 
     python -m firmware_sim.frigate_events --mqtt mqtt://127.0.0.1:1883 --camera cam-01
 """
@@ -23,19 +24,16 @@ Topics and labels come from ``drivers.frigate``; timing and publishing from
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import string
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import orjson
 
 from drivers.frigate import AUDIO_OFF, AUDIO_ON, OFFLINE, ONLINE
-from firmware_sim.zigbee_devices import Message, Step, run
+from firmware_sim.zigbee_devices import Message, Step, cli_parser, publish
 
 SEQUENCES = ("person", "fire", "false_positive", "audio", "offline")
 DEFAULT_SEQUENCES = ("person", "fire", "false_positive", "audio")
@@ -208,13 +206,7 @@ def script(camera: SimCamera, sequences: Iterable[str] = DEFAULT_SEQUENCES, *,
     return steps
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: publish the chosen sequences for one camera, then exit."""
-    ap = argparse.ArgumentParser(
-        prog="python -m firmware_sim.frigate_events",
-        description="Simulated Frigate events for one camera: fire, false positive, audio "
-                    "fire alarm, availability.")
-    ap.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")
+def _options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--base-topic", default="frigate", help="Frigate's mqtt.topic_prefix")
     ap.add_argument("--camera", default="cam-01", help="Frigate camera name")
     ap.add_argument("--width", type=int, default=1280, help="detect width in pixels")
@@ -222,28 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequence", action="append", choices=SEQUENCES, default=None,
                     help=f"repeatable; default: {' '.join(DEFAULT_SEQUENCES)}")
     ap.add_argument("--audio-via", choices=("topic", "events"), default="topic")
-    ap.add_argument("--time-scale", type=float, default=1.0,
-                    help="multiply every scripted time (0.1 runs ten times faster)")
-    ap.add_argument("--quiet", action="store_true", help="do not print what is published")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: publish the chosen sequences for one camera, then exit."""
+    ap = cli_parser("python -m firmware_sim.frigate_events",
+                    "Simulated Frigate events for one camera: fire, false positive, audio "
+                    "fire alarm, availability.", _options)
     args = ap.parse_args(argv)
     if args.width < 1 or args.height < 1:
         ap.error("--width and --height must be positive")
     camera = SimCamera(args.camera, args.base_topic.rstrip("/"), args.width, args.height)
-    try:
-        steps = script(camera, args.sequence or DEFAULT_SEQUENCES, audio_via=args.audio_via)
-        sent = asyncio.run(run(args.mqtt, steps, name="frigate", time_scale=args.time_scale,
-                               out=None if args.quiet else sys.stdout))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except aiomqtt.MqttError as exc:
-        print(f"error: broker {args.mqtt}: {exc}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        return 130
-    if not args.quiet:
-        print(f"{sent} messages published", file=sys.stderr)
-    return 0
+    return publish(args, lambda: script(camera, args.sequence or DEFAULT_SEQUENCES,
+                                        audio_via=args.audio_via), name="frigate")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Start and stop real local servers (Mosquitto, InfluxDB 1.x) for the demo and the tests.
+"""Start and stop real local servers (Mosquitto, InfluxDB 1.x) for the demo and the tests,
+and the socat pseudo-terminal pairs that stand in for serial cables (``PtyPair``).
 
 firegrid's acceptance tests run against the real brokers and databases it meets in the
 field, not mocks, so that reconnects, persistence and restarts behave as they do on a
@@ -23,6 +24,7 @@ import ctypes.util
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +40,7 @@ from typing import Any, Self
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
 INFLUXD_BIN = "/usr/bin/influxd"
+SOCAT_BIN = shutil.which("socat") or "/usr/bin/socat"
 
 _STOP_GRACE_S = 5.0
 _POLL_S = 0.02
@@ -112,7 +115,7 @@ def _make_preexec() -> Callable[[], None] | None:
 
 # --- process bookkeeping -------------------------------------------------------------
 
-_live: set[_ServerProcess] = set()
+_live: set[_ChildProcess] = set()
 _live_lock = threading.Lock()
 
 
@@ -126,24 +129,16 @@ def _stop_all() -> None:
             server.stop()
 
 
-class _ServerProcess:
-    """One server child process: start with readiness check, stop by PID, restart."""
+class _ChildProcess:
+    """One child process with a working directory: spawn, wait until ready, stop by PID."""
 
     name = "server"
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
-        self._port: int | None = None
 
     # public read-only state
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on (kept across restarts)."""
-        if self._port is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self._port
-
     @property
     def pid(self) -> int | None:
         """PID of the running server, or None when it is not running."""
@@ -168,20 +163,6 @@ class _ServerProcess:
         return self.workdir / f"{self.name}.out.log"
 
     # lifecycle
-    def _resolve(self, workdir: Path | None, port: int | None) -> tuple[Path, int]:
-        if self.running:
-            raise RuntimeError(f"{self.name} already running (pid {self.pid})")
-        wd = Path(workdir).resolve() if workdir is not None else self._workdir
-        if wd is None:
-            raise ValueError(f"{self.name}: workdir is required on first start")
-        _check_conf_path(wd)
-        wd.mkdir(parents=True, exist_ok=True)
-        p = port if port is not None else (self._port or free_port())
-        if _port_open(p):
-            raise RuntimeError(f"{self.name}: port 127.0.0.1:{p} is already in use")
-        self._workdir, self._port = wd, p
-        return wd, p
-
     def _spawn(self, argv: list[str]) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {argv}\n".encode())
@@ -215,10 +196,14 @@ class _ServerProcess:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
-                    f"{self.name} not ready on 127.0.0.1:{self._port} after {timeout_s} s;"
+                    f"{self.name} not ready {self._where()} after {timeout_s} s;"
                     f" log tail:\n{self._log_tail()}"
                 )
             time.sleep(_POLL_S)
+
+    def _where(self) -> str:
+        """Where the process should be serving, for a startup error."""
+        return f"in {self._workdir}"
 
     def _log_tail(self) -> str:
         return _tail(self.log_path)
@@ -253,9 +238,104 @@ class _ServerProcess:
     ) -> None:
         self.stop()
 
+
+class _ServerProcess(_ChildProcess):
+    """One server child process on a TCP port of 127.0.0.1: start with readiness check,
+    stop by PID, restart on the same directory and port."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (kept across restarts)."""
+        if self._port is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._port
+
+    def _resolve(self, workdir: Path | None, port: int | None) -> tuple[Path, int]:
+        if self.running:
+            raise RuntimeError(f"{self.name} already running (pid {self.pid})")
+        wd = Path(workdir).resolve() if workdir is not None else self._workdir
+        if wd is None:
+            raise ValueError(f"{self.name}: workdir is required on first start")
+        _check_conf_path(wd)
+        wd.mkdir(parents=True, exist_ok=True)
+        p = port if port is not None else (self._port or free_port())
+        if _port_open(p):
+            raise RuntimeError(f"{self.name}: port 127.0.0.1:{p} is already in use")
+        self._workdir, self._port = wd, p
+        return wd, p
+
+    def _where(self) -> str:
+        return f"on 127.0.0.1:{self._port}"
+
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
         return f"<{type(self).__name__} port={self._port} {state}>"
+
+
+class PtyPair(_ChildProcess):
+    """Two linked pseudo-terminals made by socat: a serial cable for the tests.
+
+    ``gateway`` (``<workdir>/<name>-gw``) is the end firegrid opens, ``device``
+    (``<workdir>/<name>-dev``) the end a simulated panel or unit opens; both are links
+    socat makes to the ptys of the moment, so the paths stay the same across restarts.
+    ``stop()`` (alias ``pull()``) stops socat by its PID, which is a pulled cable: the
+    ptys and links go. ``start()`` (alias ``plug()``) makes a new pair at the same
+    paths, the cable plugged back in. As a context manager it is stopped on exit.
+
+    >>> with PtyPair(tmp_path, "panel") as cable:    # doctest: +SKIP
+    ...     cable.plug()
+    ...     open_feed(cable.gateway); open_panel(cable.device)
+    ...     cable.pull(); cable.plug()               # the cable pulled and back
+    """
+
+    name = "socat"
+
+    def __init__(self, workdir: Path, name: str = "pty") -> None:
+        super().__init__()
+        wd = Path(workdir).resolve()
+        _check_conf_path(wd)
+        if "," in str(wd) or "," in name or any(c.isspace() for c in name):
+            raise ValueError(f"socat link paths take no comma or whitespace: {wd}, {name!r}")
+        self._workdir = wd
+        self.label = name
+        self.gateway = wd / f"{name}-gw"
+        self.device = wd / f"{name}-dev"
+
+    @property
+    def log_path(self) -> Path:
+        """File receiving socat's diagnostics (``-d -d``), one per pair."""
+        return self.workdir / f"{self.label}-socat.log"
+
+    def start(self, timeout_s: float = 5.0) -> None:
+        """Start socat and wait until both links exist."""
+        if self.running:
+            raise RuntimeError(f"{self.name} {self.label} already running (pid {self.pid})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for link in (self.gateway, self.device):
+            if link.is_symlink():  # left by a socat that was killed: not our new pair
+                link.unlink()
+        self._spawn([SOCAT_BIN, "-d", "-d", f"pty,raw,echo=0,link={self.gateway}",
+                     f"pty,raw,echo=0,link={self.device}"])
+        self._wait_ready(lambda: self.gateway.exists() and self.device.exists(), timeout_s)
+
+    def plug(self) -> None:
+        """The cable plugged in: ``start()``."""
+        self.start()
+
+    def pull(self) -> None:
+        """The cable pulled out: ``stop()``."""
+        self.stop()
+
+    def _where(self) -> str:
+        return f"at {self.gateway} and {self.device}"
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.gateway} {self.device} {state}>"
 
 
 class Mosquitto(_ServerProcess):

@@ -15,8 +15,9 @@ back, a device going silent (it publishes nothing more), tamper, low battery, an
 stranger (a friendly name the site does not know).
 
 The network is sans-IO (``ZigbeeNetwork`` returns messages); ``play`` publishes a script
-of timed steps with aiomqtt. ``firmware_sim.frigate_events`` reuses ``Step`` and
-``play``. This module never imports ``gateway``.
+of timed steps with aiomqtt. ``firmware_sim.frigate_events`` reuses ``Step``, ``run``
+and the command line's shared part (``cli_parser``, ``publish``). This module never
+imports ``gateway``.
 
     python -m firmware_sim.zigbee_devices --mqtt mqtt://127.0.0.1:1883 --smoke kitchen_smoke
 """
@@ -264,35 +265,27 @@ async def run(mqtt_url: str, steps: Sequence[Step], *, name: str, time_scale: fl
         return await play(client, steps, time_scale=time_scale, out=out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: publish the standard drill for the named devices, then exit."""
-    ap = argparse.ArgumentParser(
-        prog="python -m firmware_sim.zigbee_devices",
-        description="Simulated Zigbee detectors behind Zigbee2MQTT: join, alarm, clear, "
-                    "with optional faults.")
+def cli_parser(prog: str, description: str,
+               add_options: Callable[[argparse.ArgumentParser], None]
+               ) -> argparse.ArgumentParser:
+    """The command line of a simulator that plays a script to a broker: ``--mqtt``, the
+    simulator's own options (``add_options``), then ``--time-scale`` and ``--quiet``."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL")
-    ap.add_argument("--base-topic", default="zigbee2mqtt")
-    ap.add_argument("--smoke", action="append", default=[], metavar="NAME",
-                    help="a smoke detector (repeatable)")
-    ap.add_argument("--stuck", action="append", default=[], metavar="NAME",
-                    help="a smoke detector that latches smoke: true (repeatable)")
-    ap.add_argument("--temperature", action="append", default=[], metavar="NAME",
-                    help="a temperature sensor (repeatable)")
-    ap.add_argument("--fault", action="append", default=[], choices=FAULTS,
-                    help="a fault on the first device, or an unknown device (repeatable)")
-    ap.add_argument("--legacy-availability", action="store_true",
-                    help="plain online/offline instead of {\"state\": ...}")
+    add_options(ap)
     ap.add_argument("--time-scale", type=float, default=1.0,
                     help="multiply every scripted time (0.1 runs ten times faster)")
     ap.add_argument("--quiet", action="store_true", help="do not print what is published")
-    args = ap.parse_args(argv)
-    if not (args.smoke or args.stuck or args.temperature):
-        ap.error("name at least one device: --smoke, --stuck or --temperature")
-    net = ZigbeeNetwork(args.base_topic, args.legacy_availability)
+    return ap
+
+
+def publish(args: argparse.Namespace, make_steps: Callable[[], Sequence[Step]], *,
+            name: str) -> int:
+    """Make the script and play it as the command line (``cli_parser``) says; the exit
+    status: 0, 2 for a bad script or URL, 3 if the broker fails, 130 on Ctrl-C."""
     try:
-        steps = script(net, smoke=args.smoke, stuck=args.stuck,
-                       temperature=args.temperature, faults=args.fault)
-        sent = asyncio.run(run(args.mqtt, steps, name="z2m", time_scale=args.time_scale,
+        steps = make_steps()
+        sent = asyncio.run(run(args.mqtt, steps, name=name, time_scale=args.time_scale,
                                out=None if args.quiet else sys.stdout))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -305,6 +298,34 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"{sent} messages published", file=sys.stderr)
     return 0
+
+
+def _options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--base-topic", default="zigbee2mqtt")
+    ap.add_argument("--smoke", action="append", default=[], metavar="NAME",
+                    help="a smoke detector (repeatable)")
+    ap.add_argument("--stuck", action="append", default=[], metavar="NAME",
+                    help="a smoke detector that latches smoke: true (repeatable)")
+    ap.add_argument("--temperature", action="append", default=[], metavar="NAME",
+                    help="a temperature sensor (repeatable)")
+    ap.add_argument("--fault", action="append", default=[], choices=FAULTS,
+                    help="a fault on the first device, or an unknown device (repeatable)")
+    ap.add_argument("--legacy-availability", action="store_true",
+                    help="plain online/offline instead of {\"state\": ...}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: publish the standard drill for the named devices, then exit."""
+    ap = cli_parser("python -m firmware_sim.zigbee_devices",
+                    "Simulated Zigbee detectors behind Zigbee2MQTT: join, alarm, clear, "
+                    "with optional faults.", _options)
+    args = ap.parse_args(argv)
+    if not (args.smoke or args.stuck or args.temperature):
+        ap.error("name at least one device: --smoke, --stuck or --temperature")
+    net = ZigbeeNetwork(args.base_topic, args.legacy_availability)
+    return publish(args, lambda: script(net, smoke=args.smoke, stuck=args.stuck,
+                                        temperature=args.temperature, faults=args.fault),
+                   name="z2m")
 
 
 if __name__ == "__main__":

@@ -236,13 +236,17 @@ class MqttLink:
         self.generation = 0
 
     def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             **self.target.client_kwargs(),
             identifier=self.client_id, clean_session=False, keepalive=10, timeout=5,
             will=aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True),
             # small alarm packets must not wait for Nagle + delayed ACK (~40 ms on Linux)
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        # after a reconnect every retained state is republished at once; aiomqtt would
+        # log a raw "There are N pending publish calls" line for each beyond 10
+        client.pending_calls_threshold = 100_000
+        return client
 
     async def check(self) -> None:
         """Connect once at start so an unreachable broker is reported, not retried forever.

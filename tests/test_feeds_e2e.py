@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim.lab import InfluxDB, Mosquitto, free_port
-from tests.harness import GatewayProc, Probe, wait_for
+from firmware_sim.lab import InfluxDB, Mosquitto, PtyPair, free_port, influx_rows
+from tests.harness import GatewayProc, Probe, influx_steps, wait_for
 
 # ------------------------------------------------------------------ devices' bytes
 
@@ -79,28 +79,12 @@ def frigate_event(kind: str, event_id: str, label: str = "fire") -> dict:
 
 # ------------------------------------------------------------------ the lab
 
-class Pty:
-    """Two linked pseudo-terminals from socat; ``pull()`` is a cable pulled out."""
-
-    def __init__(self, folder: Path, name: str):
-        self.device = folder / f"{name}-dev"  # the panel's or sensor's end
-        self.gateway = folder / f"{name}-gw"  # the gateway's end (the site file names it)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen(
-            ["socat", f"pty,raw,echo=0,link={self.device}",
-             f"pty,raw,echo=0,link={self.gateway}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.device.exists() and self.gateway.exists(), 5, "socat ptys")
-
-    def pull(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(5)
-        self.proc = None
+class Pty(PtyPair):
+    """A serial line: ``gateway`` is the end the site file names, ``device`` the panel's
+    or sensor's end; ``pull()`` is the cable pulled out, ``plug()`` put back."""
 
     def write(self, data: bytes) -> None:
+        """Bytes from the panel's end."""
         fd = os.open(self.device, os.O_WRONLY | os.O_NOCTTY)
         try:
             os.write(fd, data)
@@ -185,7 +169,7 @@ devices:
   - {id: smk-z, kind: smoke, floor: 1, x: 5, y: 5, feed: z2m, ref: kitchen_smoke,
      heartbeat_s: 2}
   - {id: cam-f, kind: camera, floor: 1, x: 100, y: 0, azimuth_deg: 45, fov_deg: 90,
-     feed: nvr, ref: yard}
+     feed: nvr, ref: yard, heartbeat_s: 2}
   - {id: smk-p, kind: smoke, floor: 1, x: 205, y: 5, feed: panel, ref: "004-004"}
   - {id: smk-g, kind: smoke, floor: 1, x: 305, y: 5, feed: uitd, ref: "1/1/131082"}
   - {id: gas-m, kind: gas, floor: 1, x: 405, y: 5, feed: rs485, ref: "1:0",
@@ -210,10 +194,23 @@ class Lab:
                 .replace("MODBUS", str(self.rs485.gateway))
                 .replace("GBPORT", str(self.gb_port)))
         (folder / "site.yaml").write_text(site)
+        self.influx = influx
         self.gateway = GatewayProc(folder / "site.yaml", broker.url,
                                    influx.url("feeds_e2e"), folder / "journal.sqlite",
                                    folder / "gateway.log")
         self.probe: Probe | None = None
+
+    def detected(self, incident: str, device: str) -> dict:
+        """The incident's ``detected`` step for ``device``, read back from InfluxDB."""
+        def rows() -> list[dict]:
+            return [r for r in influx_steps(self.influx.base_url, "feeds_e2e", incident)
+                    if r["stage"] == "detected" and r.get("device") == device]
+        (row,) = wait_for(rows, 10, f"detected step of {device} in {incident}")
+        return row
+
+    def records(self, measurement: str, device: str) -> list[dict]:
+        return influx_rows(self.influx.base_url, "feeds_e2e",
+                           f"SELECT * FROM {measurement} WHERE \"device\" = '{device}'")
 
     def mosquitto_pub(self, topic: str, payload: dict | str | bytes) -> float:
         data = payload if isinstance(payload, str | bytes) else json.dumps(payload)
@@ -287,6 +284,7 @@ def test_zigbee2mqtt_alarm_clear_garbage_and_silence(lab: Lab) -> None:
     sent = lab.mosquitto_pub("zigbee2mqtt/kitchen_smoke", z2m_state(True))
     inc, took = lab.incident_for("smk-z", sent)
     assert took < 1.0
+    assert lab.detected(inc, "smk-z")["elapsed_s"] == 0.0
     sent = lab.mosquitto_pub("zigbee2mqtt/kitchen_smoke", z2m_state(False))
     lab.device_state("smk-z", "normal", sent)
     lab.close(inc)
@@ -307,6 +305,12 @@ def test_frigate_fire_event_with_its_box_and_bearing(lab: Lab) -> None:
     sent = lab.mosquitto_pub("frigate/events", frigate_event("new", "1700.1-abc"))
     inc, took = lab.incident_for("cam-f", sent)
     assert took < 1.0
+    step = lab.detected(inc, "cam-f")
+    # box centre x = 1000 of 1280 px: 45 + 90 * (0.5 - 1000/1280) = 19.7 degrees
+    assert abs(step["bearing_deg"] - 19.6875) < 1e-6, step
+    (signal,) = [r for r in lab.records("signal", "cam-f") if r["state"] == "alarm"]
+    assert signal["box"] == "900,300,1100,500" and signal["feed"] == "nvr"
+    assert signal["zones"] == "yard_lawn" and abs(signal["top_score"] - 0.91) < 1e-9
     lab.mosquitto_pub("frigate/events", frigate_event("update", "1700.1-abc"))
     sent = lab.mosquitto_pub("frigate/events", frigate_event("end", "1700.1-abc"))
     lab.device_state("cam-f", "normal", sent)
@@ -321,6 +325,9 @@ def test_frigate_fire_event_with_its_box_and_bearing(lab: Lab) -> None:
     assert inc2 != inc and took < 1.0
     lab.alive()
     lab.close(inc2)
+    # heartbeat_s 2: a camera Frigate has said nothing about is a trouble within 2 + 1 s
+    body, took = lab.trouble("cam-f", sent)
+    assert body["trouble"] == "offline" and took < 3.0, (body, took)
 
 
 def test_panel_printer_fire_reset_garbage_split_and_pulled_cable(lab: Lab) -> None:
@@ -328,6 +335,7 @@ def test_panel_printer_fire_reset_garbage_split_and_pulled_cable(lab: Lab) -> No
     lab.panel.write(GST_FIRE_004_004)
     inc, took = lab.incident_for("smk-p", sent)
     assert took < 1.0
+    assert lab.detected(inc, "smk-p")["elapsed_s"] == 0.0
     sent = time.time()
     lab.panel.write(GST_RESET)
     lab.device_state("smk-p", "normal", sent)
@@ -383,6 +391,7 @@ def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
         assert sum(reply[2:27]) & 0xFF == reply[27]
         inc, took = lab.incident_for("smk-g", sent)
         assert took < 1.0
+        assert lab.detected(inc, "smk-g")["elapsed_s"] == 0.0
         bad = bytearray(gb_fire(7))
         bad[-3] ^= 0x55  # a bad checksum
         reply = _gb_exchange(conn, bytes(bad))
@@ -407,6 +416,23 @@ def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
         quiet = time.time()
         body, took = lab.trouble("uitd", quiet, timeout=8)
         assert body["trouble"] == "offline" and took < 3.0 + 1.0 + 0.5, (body, took)
+        # the line is cut in the middle of a frame; the device dials in again
+        conn.sendall(gb_fire(11)[:40])
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    finally:
+        conn.close()  # with SO_LINGER 0: a reset, as when a cable is pulled
+    conn = socket.create_connection(("127.0.0.1", lab.gb_port), timeout=5)
+    try:
+        sent = time.time()
+        reply = _gb_exchange(conn, gb_fire(12))
+        assert reply[26] == 3 and reply[2:4] == (12).to_bytes(2, "little")
+        inc3, took = lab.incident_for("smk-g", sent)
+        assert took < 1.0
+        assert lab.probe is not None
+        lab.probe.wait(lambda m: m.t >= sent and m.topic == "feed/uitd" and bool(m.payload)
+                       and m.json()["state"] == "up", 5)
+        _gb_exchange(conn, gb_reset(13))
+        lab.close(inc3)
     finally:
         conn.close()
     lab.alive()
@@ -418,6 +444,7 @@ def test_modbus_gas_alarm_clear_silent_unit_and_pulled_cable(lab: Lab) -> None:
     sent = lab.modbus.set(300)  # 30.0 %LEL, over alarm_at 25
     inc, took = lab.incident_for("gas-m", sent)
     assert took < 0.3 + 1.0, "within a poll period and a second"
+    assert lab.detected(inc, "gas-m")["value"] == 30.0
     sent = lab.modbus.set(200)  # 20.0: between clear_at and alarm_at, still alarm
     time.sleep(1.0)
     assert not lab.probe.find(lambda m: m.t >= sent and m.topic == "device/gas-m")

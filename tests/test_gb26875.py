@@ -64,13 +64,13 @@ from drivers.gb26875_server import Gb26875Server, split_listen
 from drivers.signal import Signal
 from firmware_sim import uitd as uitd_module
 from firmware_sim.lab import free_port
+from firmware_sim.uitd import CENTRE_ADDRESS as CENTRE  # 38 5B 01 00 00 00
+from firmware_sim.uitd import UITD_ADDRESS as DEVICE  # 79 03 00 00 00 00
 from firmware_sim.uitd import Uitd
 
 FAST = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
-CENTRE = 0x015B38  # 38 5B 01 00 00 00
-DEVICE = 0x000379  # 79 03 00 00 00 00
 T_SEND = (32, 58, 9, 26, 9, 12)  # 2012-09-26 09:58:32, the vectors' send time
 T_EVENT = (2, 58, 9, 26, 9, 12)  # 09:58:02, the objects' time
 T_REPLY = (35, 58, 9, 26, 9, 12)  # 09:58:35, the replies' time

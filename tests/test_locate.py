@@ -549,8 +549,8 @@ def test_seeded_scenarios_through_mqtt_are_located_clustered_and_verified(
 
 # ------------------------------------------------------------------- properties
 
-EVIDENCE_SITE = parse_site(  # without the demo's supervised CO sensor: see test_engine.SITE
-    (ROOT / "configs" / "taibai-demo.yaml").read_text().replace(", heartbeat_s: 20", "").replace(
+EVIDENCE_SITE = parse_site(
+    (ROOT / "configs" / "taibai-demo.yaml").read_text().replace(
         "devices:\n", "devices:\n  - {id: tmp-303, kind: temperature, floor: 2, x: 4, y: 6}\n"
         "  - {id: cam-02, kind: camera, floor: 1, x: 26, y: 0, azimuth_deg: 135, "
         "fov_deg: 90}\n", 1), "evidence.yaml")

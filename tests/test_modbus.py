@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,10 +28,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.feed import FeedEvent, Reading, Trouble
 from drivers.modbus import Block, ModbusPoller, parse_ref, plan_blocks, split_block
+from firmware_sim.lab import PtyPair
 from firmware_sim.modbus_device import ModbusDeviceSim
 
-SOCAT = shutil.which("socat")
-needs_socat = pytest.mark.skipif(SOCAT is None, reason="socat is not installed")
+needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
 
 # --- parse_ref ---------------------------------------------------------------------------
@@ -169,50 +168,10 @@ def test_poller_rejects_bad_settings(kwargs: dict[str, object], message: str) ->
 # --- end to end over a socat pty pair ------------------------------------------------------
 
 
-class PtyPair:
-    """Two linked pseudo-terminals from socat at fixed paths; stopped by PID."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.gateway = workdir / "gw"  # the poller's end
-        self.device = workdir / "dev"  # the simulated units' end
-        self.log = workdir / "socat.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert SOCAT is not None and self.proc is None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [SOCAT, "-d", "-d",
-                 f"pty,raw,echo=0,link={self.gateway}", f"pty,raw,echo=0,link={self.device}"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 5
-        while not (self.gateway.exists() and self.device.exists()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"socat did not make its ptys: {self.log.read_text()}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: socat removes its links on the way out
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def ptys(tmp_path: Path) -> Iterator[PtyPair]:
-    pair = PtyPair(tmp_path)
-    try:
+    with PtyPair(tmp_path, "rs485") as pair:  # started by each test
         yield pair
-    finally:
-        pair.stop()
 
 
 class Recorder:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,6 +35,7 @@ from drivers.panel_printer import (
 )
 from drivers.serial_link import SerialFeed
 from drivers.signal import Signal
+from firmware_sim.lab import PtyPair
 from firmware_sim.panel import NOISE, PanelSim
 
 FAST = settings(max_examples=200, deadline=None)
@@ -476,51 +476,14 @@ class Sink:
         return sum(1 for u, _ in self.links if u is up)
 
 
-class SocatPair:
-    """Two linked pseudo-terminals from socat, at fixed link paths, restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.gw = tmp / "gw"
-        self.panel = tmp / "panel"
-        self._log = tmp / "socat.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["socat", "-d", "-d", f"pty,raw,echo=0,link={self.gw}",
-                 f"pty,raw,echo=0,link={self.panel}"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 5
-        while not (self.gw.exists() and self.panel.exists()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"socat did not start: {self._log.read_text()[-2000:]}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        """Stop our socat by its PID (SIGTERM, then SIGKILL); idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 
 
 @pytest.fixture
-def socat(tmp_path: Path) -> Iterator[SocatPair]:
-    pair = SocatPair(tmp_path)
-    pair.start()
-    try:
+def socat(tmp_path: Path) -> Iterator[PtyPair]:
+    with PtyPair(tmp_path, "panel") as pair:
+        pair.start()
         yield pair
-    finally:
-        pair.stop()
 
 
 @contextlib.asynccontextmanager
@@ -540,12 +503,12 @@ def gst_feed(port: Path | str, sink: Sink, **kw: object) -> SerialFeed:
 
 
 @needs_socat
-async def test_pty_fire_record_arrives_within_a_second_through_noise(socat: SocatPair) -> None:
+async def test_pty_fire_record_arrives_within_a_second_through_noise(socat: PtyPair) -> None:
     sink = Sink()
-    async with running(gst_feed(socat.gw, sink)):
+    async with running(gst_feed(socat.gateway, sink)):
         await sink.until(lambda: sink.link_count(True) == 1, 3, "link up")
-        assert sink.links[0] == (True, str(socat.gw))
-        with PanelSim(str(socat.panel), "gst", seed=7) as panel:
+        assert sink.links[0] == (True, str(socat.gateway))
+        with PanelSim(str(socat.device), "gst", seed=7) as panel:
             panel.send("fire", "004-004", label="裙楼一层上空")
             assert await sink.next_signal("004-004") < 1.0
             # garbage, other brands' noise, then a record split over four writes
@@ -565,32 +528,32 @@ async def test_pty_fire_record_arrives_within_a_second_through_noise(socat: Soca
 
 @needs_socat
 async def test_pty_pulled_cable_is_reported_and_the_feed_reconnects_by_itself(
-        socat: SocatPair) -> None:
+        socat: PtyPair) -> None:
     sink = Sink()
-    async with running(gst_feed(socat.gw, sink)):
+    async with running(gst_feed(socat.gateway, sink)):
         await sink.until(lambda: sink.link_count(True) == 1, 3, "link up")
-        with PanelSim(str(socat.panel), "gst") as panel:
+        with PanelSim(str(socat.device), "gst") as panel:
             panel.send("fire", "004-004")
             await sink.next_signal("004-004")
-        socat.stop()  # the cable is pulled: our socat, by its PID
+        socat.pull()  # the cable is pulled: our socat, stopped by its PID
         await sink.until(lambda: sink.link_count(False) >= 1, 2, "link down")
         down = next(text for up, text in sink.links if not up)
-        assert str(socat.gw) in down
+        assert str(socat.gateway) in down
         await asyncio.sleep(0.3)  # a while with no cable: reopen attempts fail
-        socat.start()  # the cable is back, same paths
+        socat.plug()  # the cable is back, same paths
         await sink.until(lambda: sink.link_count(True) == 2, 6, "link up again")
-        with PanelSim(str(socat.panel), "gst") as panel:
+        with PanelSim(str(socat.device), "gst") as panel:
             panel.send("fire", "004-004")
             assert await sink.next_signal("004-004") < 1.0
 
 
 @needs_socat
-async def test_simulator_command_line_on_a_pty(socat: SocatPair) -> None:
+async def test_simulator_command_line_on_a_pty(socat: PtyPair) -> None:
     sink = Sink()
-    async with running(gst_feed(socat.gw, sink)):
+    async with running(gst_feed(socat.gateway, sink)):
         await sink.until(lambda: sink.link_count(True) == 1, 3, "link up")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "firmware_sim.panel", "--port", str(socat.panel),
+            sys.executable, "-m", "firmware_sim.panel", "--port", str(socat.device),
             "--dialect", "gst", "--fire", "004-004", "--noise", "--garbage", "100",
             "--split", "3", "--pause", "0.02", "--reset", "--seed", "1", cwd=REPO)
         try:

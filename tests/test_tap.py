@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,7 +52,7 @@ from alerting.tap import (
     unescape,
 )
 from alerting.tap_link import TapTarget, send_tap, send_tap_batch, target_from
-from firmware_sim.lab import free_port
+from firmware_sim.lab import PtyPair, free_port
 from firmware_sim.tap_terminal import TapSerialTerminal, TapSimulator, TapTcpServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -554,37 +553,6 @@ PAGE = Page(responder="guard-1", incident="inc-42", tier=1, zone="B4-3F",
 PAGER_ID = "1234567"
 
 
-class SocatPair:
-    """Two linked pseudo-terminals from socat, started and stopped by its PID."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.gateway = tmp / "tap-gw"
-        self.terminal = tmp / "tap-term"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["socat", f"pty,raw,echo=0,link={self.gateway}",
-             f"pty,raw,echo=0,link={self.terminal}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 5
-        while not (self.gateway.exists() and self.terminal.exists()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("socat did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @dataclass
 class Far:
     """The simulated terminal at the far end of one transport, and how to reach it."""
@@ -616,13 +584,10 @@ async def far_end(transport: str, tmp_path: Path, sim: TapSimulator) -> AsyncIte
         async with TapTcpServer(sim, "127.0.0.1", free_port()) as server:
             yield Far("tcp", sim, TapTarget(host="127.0.0.1", tcp_port=server.port))
         return
-    pair = SocatPair(tmp_path)
-    pair.start()
-    try:
-        with TapSerialTerminal(sim, str(pair.terminal)):
+    with PtyPair(tmp_path, "tap") as pair:
+        pair.start()
+        with TapSerialTerminal(sim, str(pair.device)):
             yield Far("pty", sim, TapTarget(port=str(pair.gateway)))
-    finally:
-        pair.stop()
 
 
 @pytest.fixture(params=["tcp", "pty"])
