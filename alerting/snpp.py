@@ -163,7 +163,28 @@ class ReplyParser:
         self._lines = LineReader(limit)
 
     def feed(self, data: bytes) -> list[Reply]:
-        return [parse_reply(line) for line in self._lines.feed(data)]
+        replies, error = self.feed_until_error(data)
+        if error is not None:
+            raise error
+        return replies
+
+    def feed_until_error(self, data: bytes) -> tuple[list[Reply], SnppError | None]:
+        """The replies before the first bad line, and that line's error (or None).
+
+        A good reply must count even when junk follows it in the same read: a page the
+        server accepted is accepted, whatever came after.
+        """
+        replies: list[Reply] = []
+        try:
+            lines = self._lines.feed(data)
+        except SnppError as e:
+            return replies, e
+        for line in lines:
+            try:
+                replies.append(parse_reply(line))
+            except SnppError as e:
+                return replies, e
+        return replies, None
 
 
 def encode_reply(code: int, text: str = "", *, more: bool = False) -> bytes:
@@ -376,11 +397,7 @@ class _Machine:
         if not data:
             return self._closed(f"server closed the connection while we waited for "
                                 f"{self.waiting_for}")
-        try:
-            replies = self._s.parser.feed(data)
-        except SnppError as e:
-            self._abort(f"protocol error: {e}")
-            raise
+        replies, error = self._s.parser.feed_until_error(data)
         out = bytearray()
         for reply in replies:
             if reply.more:
@@ -392,6 +409,12 @@ class _Machine:
             out += self._on_reply(reply)
             if self._s.finished:
                 break
+        if error is not None and not self._s.finished:
+            self._abort(f"protocol error: {error}")
+            if not out:
+                raise error
+            # what the good replies before it called for still goes out; the session is
+            # over (finished), so the caller sends it and hangs up
         return bytes(out)
 
     def _closed(self, detail: str) -> bytes:

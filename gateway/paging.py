@@ -67,10 +67,15 @@ class PagerDispatch:
         task.add_done_callback(self.tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
+        """Stop sending and polling. Bounded: a call that ignores its cancellation (a
+        ``wait_for`` on 3.11 can swallow one) must not hold up the gateway's stop; its
+        outbox row stays, so the page goes again after the restart."""
+        tasks = list(self.tasks)
+        for task in tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(tasks, timeout=2.0)
 
     async def _deliver(self, outbox_id: int, page: Page) -> None:
         try:

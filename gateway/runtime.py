@@ -72,6 +72,7 @@ class Gateway:
         self.paging = PagerDispatch(site, self._submit, self.metrics, self._pages_done, clock,
                                     still_waiting=self._answer_wanted)
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
+        self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
         self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
                              client_id, extra=self.feeds.subscriptions(),
                              external=self._on_external)
@@ -142,6 +143,8 @@ class Gateway:
             while (self.urgent or self.normal) and self.clock() < drain_until:
                 await self._process_batch()
             await self._process_batch()
+            if self._sends:  # what the last batches handed to the broker, briefly
+                await asyncio.wait(list(self._sends), timeout=2.0)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(3):
                     await self.forwarder.flush()
@@ -443,9 +446,11 @@ class Gateway:
                             troubles=",".join(ds.troubles), detail=ds.detail)
         if self.forwarder is not None and out.steps:
             self.forwarder.wake.set()
-        # pages and confirm requests first, then the retained state (latest per topic)
+        # pages and confirm requests first, then the retained state (latest per topic);
+        # both in the background: a publish caught by a link going down waits up to its
+        # timeout, and the engine must meanwhile go on with the next alarm
         if durable and outbox:
-            await self._flush_outbox()
+            self._background(self._flush_outbox())
         elif outbox:  # the journal cannot take them: an alarm is paged all the same
             for kind, topic, payload, retain in outbox:
                 if kind == "pager":
@@ -459,9 +464,19 @@ class Gateway:
         for p in plain:
             latest.pop(p.topic, None)
             latest[p.topic] = p
-        if self.mqtt.client is not None:
-            await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
-                                   for p in latest.values()))
+        if self.mqtt.client is not None and latest:
+            self._background(self._publish_all(list(latest.values())))
+
+    async def _publish_all(self, publishes: list[Any]) -> None:
+        await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
+                               for p in publishes))
+
+    def _background(self, coro: Any) -> None:
+        """Run a send without holding up the engine loop; started in call order, so the
+        broker sees the states of successive batches in order."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     def _commit(self, out: Decisions, outbox: list[tuple[str, str, bytes, bool]],
                 records: list[str]) -> bool:
@@ -508,9 +523,13 @@ class Gateway:
             self.journal_trouble_shown = failing
 
     async def _flush_outbox(self) -> None:
-        """Send every journaled page and request not yet handed to the broker, oldest first."""
+        """Send every journaled page and request not yet handed to the broker, oldest first.
+
+        Each row is cleared as soon as the broker has it, so a crash re-sends at most the
+        one in flight (a duplicate page per crash, never a missed one).
+        """
         async with self._outbox_lock:
-            sent = []
+            sent: list[int] = []
             link_down = False
             for item in self.journal.pending_outbox():
                 if item.kind == "pager":  # leaves on its own line, broker or not
@@ -530,10 +549,17 @@ class Gateway:
                 sent.append(item.id)
                 if item.kind == "page":
                     self.metrics.inc("pages")
-            try:
-                self.journal.sent(sent)
-            except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
-                log.warning("outbox rows not cleared", error=str(exc))
+                    self._clear_outbox(sent)
+            self._clear_outbox(sent)
+
+    def _clear_outbox(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            self.journal.sent(ids)
+        except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
+            log.warning("outbox rows not cleared", error=str(exc))
+        ids.clear()
 
     def _pages_done(self, ids: list[int]) -> None:
         """The pager channel has an outcome for these outbox rows: forget them."""

@@ -451,6 +451,16 @@ def test_modbus_gas_alarm_clear_silent_unit_and_pulled_cable(lab: Lab) -> None:
     sent = lab.modbus.set(50)  # 5.0 %LEL, at or under clear_at 10
     lab.device_state("gas-m", "normal", sent)
     lab.close(inc)
+    # noise on the RS-485 line (a second writer on the bus): replies with bad CRCs
+    for _ in range(5):
+        lab.rs485.write(os.urandom(64))
+        time.sleep(0.1)
+    sent = lab.modbus.set(350)
+    inc_noise, took = lab.incident_for("gas-m", sent, timeout=5)
+    assert took < 0.3 + 0.3 + 1.0, "the next alarm after the noise within a poll and a second"
+    sent = lab.modbus.set(50)
+    lab.device_state("gas-m", "normal", sent)
+    lab.close(inc_noise)
     silent = time.time()
     lab.modbus.stop()
     body, took = lab.trouble("gas-m", silent)
@@ -469,4 +479,27 @@ def test_modbus_gas_alarm_clear_silent_unit_and_pulled_cable(lab: Lab) -> None:
     inc2, took = lab.incident_for("gas-m", sent)
     assert took < 0.3 + 1.0
     lab.alive()
+    lab.close(inc2)
+
+
+def test_mqtt_feeds_resume_after_the_broker_restarts(lab: Lab) -> None:
+    """The Zigbee2MQTT and Frigate subscriptions live in the gateway's persistent session:
+    after the broker's restart (its link pulled and put back) their next alarms count."""
+    assert lab.probe is not None
+    connects = lab.gateway.log_text().count("mqtt connected")
+    lab.probe.close()
+    lab.broker.stop()
+    time.sleep(1.0)
+    lab.broker.start()
+    lab.gateway.wait_log("mqtt connected", timeout=15, count=connects + 1)
+    lab.probe = Probe(lab.broker.port)
+    lab.mosquitto_pub("zigbee2mqtt/kitchen_smoke", z2m_state(False))  # its last alarm ended
+    sent = lab.mosquitto_pub("zigbee2mqtt/kitchen_smoke", z2m_state(True))
+    inc, took = lab.incident_for("smk-z", sent)
+    assert took < 1.0
+    sent = lab.mosquitto_pub("frigate/events", frigate_event("new", "1700.9-r"))
+    inc2, took = lab.incident_for("cam-f", sent)
+    assert took < 1.0
+    lab.alive()
+    lab.close(inc)
     lab.close(inc2)
