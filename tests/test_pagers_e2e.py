@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from alerting.cap import validate_cap
 from firmware_sim.lab import InfluxDB, Mosquitto, free_port
 from tests.harness import GatewayProc, Probe, influx_steps, wait_for
 
@@ -196,7 +197,15 @@ def test_tiers_reach_tap_and_snpp_in_turn_and_a_two_way_ack_is_recorded(lab: Lab
     assert [r["tier"] for r in unanswered] == ["1", "2"]
     assert abs(unanswered[0]["elapsed_s"] - 4.0) < 1.0
     assert abs(unanswered[1]["elapsed_s"] - 7.0) < 1.0
+    # the confirmed fire as a CAP 1.2 alert, retained; a Cancel once it is closed
+    alert = lab.probe.wait(lambda m: m.topic == f"cap/{inc}" and bool(m.payload))
+    assert validate_cap(alert.payload) == [] and b"<msgType>Alert</msgType>" in alert.payload
+    assert b"<category>Fire</category>" in alert.payload and b"Block A lobby" in alert.payload
+    closing = time.time()
     lab.close(inc)
+    cancel = lab.probe.wait(lambda m: m.t >= closing and m.topic == f"cap/{inc}"
+                            and bool(m.payload))
+    assert validate_cap(cancel.payload) == [] and b"<msgType>Cancel</msgType>" in cancel.payload
 
 
 def test_a_nak_is_resent_and_the_page_gets_through(lab: Lab) -> None:
