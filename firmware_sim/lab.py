@@ -381,16 +381,20 @@ class Mosquitto(_ServerProcess):
         *,
         persistence: bool | None = None,
         timeout_s: float = 10.0,
+        extra: list[str] | None = None,
     ) -> None:
         """Write mosquitto.conf into ``workdir`` and start the broker; wait until it accepts.
 
-        ``workdir``, ``port`` and ``persistence`` default to the previous start, so a
+        ``extra`` are further mosquitto.conf lines (``max_queued_messages 5``).
+        ``workdir``, ``port``, ``persistence`` and ``extra`` default to the previous start, so a
         bare ``start()`` after ``stop()`` restarts the same broker on the same port with
         its persistence file. A new port is picked on the first start when none is given.
         """
         wd, p = self._resolve(workdir, port)
         if persistence is not None:
             self._persistence = persistence
+        if extra is not None:
+            self._extra = list(extra)
         lines = [
             "# written by firmware_sim.lab; regenerated on every start",
             f"listener {p} 127.0.0.1",
@@ -405,6 +409,7 @@ class Mosquitto(_ServerProcess):
             "log_type information",
             "connection_messages true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            *getattr(self, "_extra", []),
         ]
         if os.geteuid() == 0:
             # As root, mosquitto drops to user "mosquitto", which cannot write a private

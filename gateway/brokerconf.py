@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import ID, ConfigError, FrigateFeed, Site, Zigbee2MqttFeed, load_site
+from gateway.mqtt_link import BROKER_DROPPED
 
 GATEWAY_USER = "firegrid-gateway"
 DUTYROOM_USER = "dutyroom"
@@ -97,7 +98,8 @@ def broker_users(site: Site, *, dutyroom: bool = True,
                                       "a plain topic (no spaces, + or #)")
             feed_topics.append((feed.name, base))
 
-    users = [BrokerUser(GATEWAY_USER, "gateway", read=[p + "#"], write=[p + "#"])]
+    users = [BrokerUser(GATEWAY_USER, "gateway", read=[p + "#", BROKER_DROPPED],
+                        write=[p + "#"])]
     for _, base in feed_topics:
         users[0].read.append(f"{base}/#")
         users[0].write.append(f"{base}/#")

@@ -413,9 +413,9 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
             problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
         if d.floor not in floors:
             problems.append((f"devices[{i}].floor", f"no zone on floor {d.floor}"))
-        if d.id in feeds or d.id == "gateway":
-            problems.append((f"devices[{i}].id", f"{d.id!r} names a feed or the gateway, whose "
-                                                 "troubles share the trouble/<id> topic"))
+        if d.id in feeds or d.id in ("gateway", "broker"):
+            problems.append((f"devices[{i}].id", f"{d.id!r} names a feed, the gateway or the "
+                                                 "broker, whose troubles share trouble/<id>"))
     problems.extend(_feed_refs(site))
     for i, r in enumerate(site.responders):
         if r.tier >= 1 and r.tier not in tiers:

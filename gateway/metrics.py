@@ -17,9 +17,9 @@ class Metrics:
     def inc(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
 
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] += 1
-        self.counts["dropped"] += 1
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+        self.counts["dropped"] += n
 
     def snapshot(self) -> dict[str, int]:
         out = dict(self.counts)

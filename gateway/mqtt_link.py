@@ -215,6 +215,9 @@ class AckToken:
     qos: int
 
 
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+
+
 class MqttLink:
     """Connects, subscribes, hands every message to ``handler``, reconnects with backoff."""
 
@@ -285,6 +288,9 @@ class MqttLink:
                         await client.subscribe(self.prefix + sub, qos=1)
                     for sub in self.extra:
                         await client.subscribe(sub, qos=1)
+                    # the broker's own count of messages it dropped (a full queue): a
+                    # trouble, since an alarm may be among them (runtime._broker_dropped)
+                    await client.subscribe(BROKER_DROPPED, qos=0)
                     await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
                     self.connected.set()
                     log.info("mqtt connected", broker=self.target.redacted(),

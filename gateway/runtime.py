@@ -34,7 +34,7 @@ from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, DeviceState, Refused, Step
-from gateway.mqtt_link import AckToken, MqttLink, MqttTarget, Unreachable
+from gateway.mqtt_link import BROKER_DROPPED, AckToken, MqttLink, MqttTarget, Unreachable
 from gateway.paging import PagerDispatch
 from gateway.systemd import Systemd
 
@@ -46,6 +46,7 @@ JOURNAL_TROUBLE = 0.8  # of journal_max_mb: raise trouble/gateway
 JOURNAL_FULL = 0.95  # of journal_max_mb: stop recording signals and health (never steps)
 MAX_ANSWER = 4096  # bytes of a confirm reply or a close: a few dozen are enough
 TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
+BROKER_QUIET_S = 300.0  # trouble/broker clears this long after the broker's last drop
 
 
 @dataclass(slots=True)
@@ -73,6 +74,9 @@ class Gateway:
                                     still_waiting=self._answer_wanted)
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
+        self._dropped_seen: int | None = None  # the broker's drop counter at our last look
+        self._dropping_since: int | None = None  # trouble/broker raised at (ns)
+        self._dropping_last: int = 0  # last increase (ns)
         self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
                              client_id, extra=self.feeds.subscriptions(),
                              external=self._on_external)
@@ -200,6 +204,9 @@ class Gateway:
 
         Its PUBACK waits for the journal when it brought an alarm or trouble, as for ours.
         """
+        if topic == BROKER_DROPPED:
+            self._broker_dropped(payload, received_ns)
+            return
         before = len(self.urgent)
         try:
             handled = self.feeds.on_mqtt(topic, payload, received_ns)
@@ -214,6 +221,37 @@ class Gateway:
             self.urgent[-1].token = token
         else:
             self.mqtt.ack(token)
+
+    def _broker_dropped(self, payload: bytes, now_ns: int) -> None:
+        """Mosquitto's count of the messages it dropped (a client's queue full).
+
+        It counts for every client, but the gateway's session is the one with the most to
+        lose: any increase raises ``trouble/broker`` (cleared after BROKER_QUIET_S without
+        one) and is counted as ``dropped.broker``, so no loss at the broker is silent.
+        """
+        try:
+            value = int(payload.decode().strip())
+        except (UnicodeDecodeError, ValueError):
+            return
+        last, self._dropped_seen = self._dropped_seen, value
+        if last is None or value < last:  # first look, or the broker restarted
+            return
+        if value > last:
+            self.metrics.drop("broker", value - last)
+            self._dropping_last = now_ns
+            log.error("the broker dropped messages (a client's queue was full)",
+                      dropped=value - last, total=value)
+            if self._dropping_since is None:
+                self._dropping_since = now_ns
+            self._background(self.mqtt.publish("trouble/broker", orjson.dumps({
+                "device": "broker", "trouble": "dropping", "since": self._dropping_since / NS,
+                "dropped": value, "detail": "the broker dropped messages: a client's queue "
+                "was full (max_queued_messages); alarms may be among them"}), retain=True))
+        elif (self._dropping_since is not None
+              and now_ns - self._dropping_last > BROKER_QUIET_S * NS):
+            self._dropping_since = None
+            log.info("the broker has stopped dropping messages", total=value)
+            self._background(self.mqtt.publish("trouble/broker", b"", retain=True))
 
     def _submit(self, kind: str, received_ns: int, data: Any, urgent: bool) -> None:
         """An input from a feed: alarms, troubles and link changes go first."""
