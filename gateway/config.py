@@ -133,6 +133,7 @@ class Device(Strict):
     # Zigbee2MQTT detectors that leave ``smoke: true`` after the sound stops
     clear_after_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
     frame_width: int = Field(1280, gt=0, le=100_000)  # Frigate camera: detect width, px
+    signed: bool = False  # Modbus: the register holds a two's-complement int16
 
     @model_validator(mode="after")
     def _thresholds(self) -> Device:
@@ -458,6 +459,8 @@ def _feed_refs(site: Site) -> list[tuple[str, str]]:
                 problems.append((f"devices[{i}].ref", "unit must be 1-247 and register 0-65535"))
         if d.clear_after_s is not None and types[d.feed] != "zigbee2mqtt":
             problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
+        if d.signed and types[d.feed] != "modbus":
+            problems.append((f"devices[{i}].signed", "only for Modbus registers"))
     return problems
 
 

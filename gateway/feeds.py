@@ -139,7 +139,10 @@ class FeedHub:
             if th is None:
                 th = self.thresholds[device.id] = Threshold(device.scale, device.alarm_at,
                                                             device.clear_at)
-            value, edge = th.update(ev.raw)
+            raw = ev.raw
+            if device.signed and 32768 <= raw <= 65535:  # a negative int16 in a uint16 word
+                raw -= 65536
+            value, edge = th.update(raw)
         except ValueError as exc:
             self.metrics.drop("bad_payload")
             self._log_garbage(device.feed or "", f"{device.id}: {exc}")

@@ -410,3 +410,10 @@ def test_analog_settings_that_could_never_work_are_refused(extra: str, needle: s
 def test_modbus_ref_takes_ascii_digits_only() -> None:
     text = CONTRACT_SITE.replace('ref: "1:0"', 'ref: "１:0"')
     assert any("devices[8].ref" in line for line in problems(text))
+
+
+def test_signed_only_for_modbus_registers() -> None:
+    ok = CONTRACT_SITE.replace('ref: "2:7", scale: 1}', 'ref: "2:7", scale: 1, signed: true}')
+    assert parse_site(ok).device("co-1").signed is True
+    bad = CONTRACT_SITE.replace('ref: "004-004"}', 'ref: "004-004", signed: true}')
+    at_place(problems(bad), "devices[6].signed", "Modbus", line_of(bad, "004-004"))
