@@ -75,6 +75,7 @@ class Gateway:
                                     still_waiting=self._answer_wanted)
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
+        self._sent_not_cleared: set[int] = set()  # outbox rows sent, not yet deleted
         self._dropped_seen: int | None = None  # the broker's drop counter at our last look
         self._dropping_since: int | None = None  # trouble/broker raised at (ns)
         self._dropping_last: int = 0  # last increase (ns)
@@ -573,7 +574,11 @@ class Gateway:
         async with self._outbox_lock:
             sent: list[int] = []
             link_down = False
+            if self._sent_not_cleared:  # the disk had no room to forget them: try again
+                self._clear_outbox(list(self._sent_not_cleared))
             for item in self.journal.pending_outbox():
+                if item.id in self._sent_not_cleared:
+                    continue  # the broker has it; only the journal does not know yet
                 if item.kind == "pager":  # leaves on its own line, broker or not
                     self.paging.send(item.id, item.payload)
                     continue
@@ -599,8 +604,13 @@ class Gateway:
             return
         try:
             self.journal.sent(ids)
-        except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
-            log.warning("outbox rows not cleared", error=str(exc))
+        except (sqlite3.Error, OSError) as exc:
+            # a full disk cannot even delete: remember them, so they are not sent twice
+            # while the gateway runs (after a crash they are sent again: at least once)
+            self._sent_not_cleared.update(ids)
+            log.warning("outbox rows not cleared", error=str(exc), rows=len(ids))
+        else:
+            self._sent_not_cleared.difference_update(ids)
         ids.clear()
 
     def _pages_done(self, ids: list[int]) -> None:
