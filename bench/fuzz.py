@@ -1354,7 +1354,25 @@ def _hexify(inp: dict[str, Any]) -> bytes:
                       sort_keys=True).encode()
 
 
-class StreamHarness(Harness):
+class _HexDataInputs:
+    """Inputs that are a dict with raw ``data`` bytes: pooled, dumped and replayed as hex."""
+
+    pool: list[bytes]
+
+    def remember(self, inp: dict[str, Any], rng: random.Random) -> None:
+        if len(inp["data"]) <= 4096:
+            _pool_add(self.pool, inp["data"], rng, 200)
+
+    def dump(self, inp: dict[str, Any]) -> bytes:
+        return _hexify(inp)
+
+    def load(self, data: bytes) -> list[Any]:
+        obj = json.loads(data)
+        obj["data"] = bytes.fromhex(obj["data"])
+        return [obj]
+
+
+class StreamHarness(_HexDataInputs, Harness):
     """A stream decoder: one input is a byte stream and how it is cut into reads
     (``{"data", "cuts", "clean"}``; ``clean``: made of valid units only, unmutated, so
     the stronger oracles apply)."""
@@ -1441,18 +1459,6 @@ class StreamHarness(Harness):
 
     def run(self, inp: dict[str, Any]) -> bool:
         return self.feed(inp)
-
-    def remember(self, inp: dict[str, Any], rng: random.Random) -> None:
-        if len(inp["data"]) <= 4096:
-            _pool_add(self.pool, inp["data"], rng, 200)
-
-    def dump(self, inp: dict[str, Any]) -> bytes:
-        return _hexify(inp)
-
-    def load(self, data: bytes) -> list[Any]:
-        obj = json.loads(data)
-        obj["data"] = bytes.fromhex(obj["data"])
-        return [obj]
 
     def from_fuzz_bytes(self, data: bytes) -> dict[str, Any]:
         return {"data": data, "cuts": (len(data) * 2654435761 + (data[:1] or b"\0")[0]) % 2**32,
@@ -3505,7 +3511,7 @@ RFC1861_SESSION = {  # the fact sheet's §2.4 level-1 test vector, as the client
 }
 
 
-class SnppClientHarness(Harness):
+class SnppClientHarness(_HexDataInputs, Harness):
     """``SnppClient.receive`` and ``MstaPoll.receive``: an SNPP server's reply stream, cut
     into reads, then (mostly) the server hanging up (``receive(b"")``). Only ``SnppError``
     may come out, and after it the session is over (finished, decided, deaf); the reply
@@ -3717,18 +3723,6 @@ class SnppClientHarness(Harness):
         if hasattr(m, "outcome"):
             return None if m.outcome is None else m.outcome.accepted
         return m.status
-
-    def remember(self, inp: dict[str, Any], rng: random.Random) -> None:
-        if len(inp["data"]) <= 4096:
-            _pool_add(self.pool, inp["data"], rng, 200)
-
-    def dump(self, inp: dict[str, Any]) -> bytes:
-        return _hexify(inp)
-
-    def load(self, data: bytes) -> list[Any]:
-        obj = json.loads(data)
-        obj["data"] = bytes.fromhex(obj["data"])
-        return [obj]
 
     def from_fuzz_bytes(self, data: bytes) -> dict[str, Any]:
         return {"cfg": self.dialogues[0]["cfg"], "data": data, "close": True, "clean": False,
