@@ -330,7 +330,8 @@ class Engine:
                                       f"(heartbeat {device.heartbeat_s:g} s)")
 
     def _silent_keys(self) -> set[str]:
-        keys = {d for d, ds in self.device_states.items() if "offline" in ds.troubles}
+        keys = {d for d in self.heartbeats.limits_ns
+                if (ds := self.device_states.get(d)) is not None and "offline" in ds.troubles}
         keys.update(_FEED + name for name, link in self.links.items() if link.up is False)
         return keys
 
@@ -484,9 +485,10 @@ class Engine:
         """The earliest time ``tick`` has something to do; None when nothing is pending."""
         sla = self.site.sla
         best: int | None = self._next_rule_change()
-        beat = self.heartbeats.next_ns(self._silent_keys())
-        if beat is not None and (best is None or beat < best):
-            best = beat
+        if self.heartbeats.limits_ns:  # a site without supervision pays nothing here
+            beat = self.heartbeats.next_ns(self._silent_keys())
+            if beat is not None and (best is None or beat < best):
+                best = beat
         for inc in self.incidents.values():
             if not inc.active:
                 continue
