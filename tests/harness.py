@@ -7,13 +7,15 @@ InfluxDB rows. The probe is a plain paho client on its own thread.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,18 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condit
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running(runner: Any, *, must_be_cancelled: bool = False
+                  ) -> AsyncIterator[asyncio.Task[None]]:
+    """``runner.run()`` (a feed or poller that runs until cancelled) as a task for a test."""
+    task = asyncio.create_task(runner.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if must_be_cancelled:
+            assert task.cancelled(), "run() ends only by cancellation"

@@ -16,7 +16,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from drivers.feed import FeedEvent, Reading, Trouble
 from drivers.modbus import Block, ModbusPoller, parse_ref, plan_blocks, split_block
 from firmware_sim.lab import PtyPair
 from firmware_sim.modbus_device import ModbusDeviceSim
+from tests import harness
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
@@ -214,16 +215,8 @@ async def eventually(check: Callable[[], bool], within: float, what: str) -> flo
     return time.monotonic() - start
 
 
-@contextlib.asynccontextmanager
-async def running(poller: ModbusPoller) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(poller.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert task.cancelled(), "run() ends only by cancellation"
+def running(poller: ModbusPoller) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return harness.running(poller, must_be_cancelled=True)
 
 
 POLL_S = 0.2

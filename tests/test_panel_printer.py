@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from drivers.serial_link import SerialFeed
 from drivers.signal import Signal
 from firmware_sim.lab import PtyPair
 from firmware_sim.panel import NOISE, PanelSim
+from tests import harness
 
 FAST = settings(max_examples=200, deadline=None)
 REPO = Path(__file__).resolve().parents[1]
@@ -486,15 +487,8 @@ def socat(tmp_path: Path) -> Iterator[PtyPair]:
         yield pair
 
 
-@contextlib.asynccontextmanager
-async def running(feed: SerialFeed) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(feed.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(feed: SerialFeed) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return harness.running(feed)
 
 
 def gst_feed(port: Path | str, sink: Sink, **kw: object) -> SerialFeed:
