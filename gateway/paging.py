@@ -7,7 +7,10 @@ back to the engine as a ``delivery`` input: delivered, or failed so the engine t
 next channel or moves the escalation on. An outbox row is cleared only once its outcome
 is known, so a crash mid-call sends the page again after the restart (at most one
 duplicate per crash). SNPP two-way pages are then polled for the responder's reply at
-least every ``POLL_S``; a reply becomes an acknowledgement like one over MQTT.
+least every ``POLL_S``; a reply becomes an acknowledgement like one over MQTT. Each
+such poll is journaled as an outbox row of kind ``poll`` (message tag, pass code, page,
+deadline) and cleared when polling ends, so a restarted gateway goes on asking until the
+same deadline: a pager reply sent while the gateway was down is not lost.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+import orjson
 import structlog
 
 from alerting.channel import Delivery
@@ -37,13 +41,19 @@ MAX_CALLS = 16  # pages being sent at once; the rest wait their turn
 class PagerDispatch:
     def __init__(self, site: Site, submit: Submit, metrics: Metrics,
                  sent: Callable[[list[int]], None], clock: Callable[[], int] = time.time_ns,
-                 still_waiting: Callable[[str, str], bool] = lambda _i, _r: True):
+                 still_waiting: Callable[[str, str], bool] = lambda _i, _r: True,
+                 remember: Callable[[str, bytes], int | None] = lambda _t, _p: None,
+                 answered: Callable[[str, str], str | None] = lambda _i, _r: None):
         self.site = site
         self.submit = submit
         self.metrics = metrics
         self.sent = sent  # clears outbox rows
         self.clock = clock
         self.still_waiting = still_waiting  # (incident, responder): is an answer still useful?
+        # journals a poll as an outbox row (topic, payload) -> its id, None if it cannot
+        self.remember = remember
+        # (incident, responder) -> the answer the engine already has ("ack"), if any
+        self.answered = answered
         self.in_flight: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._calls = asyncio.Semaphore(MAX_CALLS)
@@ -90,9 +100,39 @@ class PagerDispatch:
             if delivery.ok and delivery.tag is not None:
                 pager = self._pager(page)
                 if isinstance(pager, SnppPager):
-                    self._spawn(self._poll(pager, delivery.tag, page))
+                    until_ns = self.clock() + round(POLL_FOR_S * 1e9)
+                    row = self.remember(f"poll/{page.responder}", orjson.dumps({
+                        "tag": list(delivery.tag), "until_ns": until_ns,
+                        "page": orjson.loads(page.to_json())}))
+                    if row is not None:
+                        self.in_flight.add(row)
+                    self._spawn(self._poll(pager, delivery.tag, page, until_ns, row))
         finally:
             self.in_flight.discard(outbox_id)
+
+    def resume(self, outbox_id: int, payload: bytes) -> None:
+        """Go on polling for a reply journaled before a restart (an outbox ``poll`` row)."""
+        if outbox_id in self.in_flight:
+            return
+        try:
+            row = orjson.loads(payload)
+            tag = (str(row["tag"][0]), str(row["tag"][1]))
+            until_ns = int(row["until_ns"])
+            page = Page.from_json(orjson.dumps(row["page"]))
+        except Exception as exc:  # a row we wrote ourselves; never expected
+            log.error("unreadable poll in the outbox", id=outbox_id, error=str(exc)[:200])
+            self.sent([outbox_id])
+            return
+        pager = self._pager(page)
+        if not isinstance(pager, SnppPager):  # the site file changed: nobody to ask
+            log.warning("snpp poll dropped: the responder has no such pager now",
+                        responder=page.responder, incident=page.incident)
+            self.sent([outbox_id])
+            return
+        self.in_flight.add(outbox_id)
+        log.info("snpp poll resumed", responder=page.responder, incident=page.incident,
+                 for_s=round(max(0, until_ns - self.clock()) / 1e9, 1))
+        self._spawn(self._poll(pager, tag, page, until_ns, outbox_id))
 
     def _pager(self, page: Page) -> TapPager | SnppPager | None:
         r = self.site.responder(page.responder)
@@ -112,22 +152,39 @@ class PagerDispatch:
         return Delivery(page.responder, page.incident, str(page.extra.get("channel")), False,
                         "no such pager channel in the site file")
 
-    async def _poll(self, pager: SnppPager, tag: tuple[str, str], page: Page) -> None:
-        """Ask the SNPP server for the responder's reply until there is one."""
-        end = time.monotonic() + POLL_FOR_S
-        last: str | None = None
-        while time.monotonic() < end and self.still_waiting(page.incident, page.responder):
-            await asyncio.sleep(POLL_S)
-            try:
-                status = await poll_snpp(pager.host, pager.port, tag)
-            except Exception as exc:  # the client should not raise; a poll is cheap to lose
-                log.warning("snpp poll failed", responder=page.responder, error=str(exc)[:120])
-                continue
-            if status in ("ack", "decline", "on_scene") and status != last:
-                last = status  # the server keeps answering the latest reply: report it once
-                self.submit("ack", self.clock(), Ack(page.responder, page.incident, status),
-                            True)
-                if status != "ack":
-                    return
-            elif status == "expired":
-                return
+    async def _poll(self, pager: SnppPager, tag: tuple[str, str], page: Page, until_ns: int,
+                    row: int | None) -> None:
+        """Ask the SNPP server for the responder's reply until there is one.
+
+        Ends when the reply is final (decline, on scene), the server no longer knows the
+        page, the answer is no longer wanted, or at ``until_ns``; then the journaled row
+        is cleared. A cancellation (the gateway stopping) leaves it for the next start.
+        """
+        # the server keeps answering the latest reply: report each one once, and not one
+        # the engine already has from before a restart
+        last = self.answered(page.incident, page.responder)
+        try:
+            while (self.clock() < until_ns
+                   and self.still_waiting(page.incident, page.responder)):
+                await asyncio.sleep(POLL_S)
+                try:
+                    status = await poll_snpp(pager.host, pager.port, tag)
+                except Exception as exc:  # the client should not raise; a poll is cheap to lose
+                    log.warning("snpp poll failed", responder=page.responder,
+                                error=str(exc)[:120])
+                    continue
+                if status in ("ack", "decline", "on_scene") and status != last:
+                    last = status
+                    self.submit("ack", self.clock(),
+                                Ack(page.responder, page.incident, status), True)
+                    if status != "ack":
+                        break
+                elif status == "expired":
+                    break
+        except asyncio.CancelledError:
+            if row is not None:
+                self.in_flight.discard(row)
+            raise
+        if row is not None:
+            self.in_flight.discard(row)
+            self.sent([row])

@@ -72,7 +72,8 @@ class Gateway:
         self.influx_target = influx
         self.feeds = FeedHub(site, self._submit, self.metrics, clock)
         self.paging = PagerDispatch(site, self._submit, self.metrics, self._pages_done, clock,
-                                    still_waiting=self._answer_wanted)
+                                    still_waiting=self._answer_wanted,
+                                    remember=self._remember_poll, answered=self._answered)
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
         self._sent_not_cleared: set[int] = set()  # outbox rows sent, not yet deleted
@@ -582,6 +583,9 @@ class Gateway:
                 if item.kind == "pager":  # leaves on its own line, broker or not
                     self.paging.send(item.id, item.payload)
                     continue
+                if item.kind == "poll":  # an SNPP reply still awaited (after a restart)
+                    self.paging.resume(item.id, item.payload)
+                    continue
                 if link_down or self.mqtt.client is None:
                     link_down = True
                     continue  # stays in the outbox for the next connect
@@ -619,6 +623,19 @@ class Gateway:
             self.journal.sent([i for i in ids if i > 0])
         except (sqlite3.Error, OSError) as exc:  # sent again later: at least once
             log.warning("outbox rows not cleared", error=str(exc))
+
+    def _remember_poll(self, topic: str, payload: bytes) -> int | None:
+        """Journal a pending SNPP poll; None when the disk cannot take it (poll anyway)."""
+        try:
+            (item,) = self.journal.commit((), [("poll", topic, payload, False)])
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("snpp poll not journaled; it ends with this run", error=str(exc))
+            return None
+        return item.id
+
+    def _answered(self, incident: str, responder: str) -> str | None:
+        inc = self.engine.incidents.get(incident)
+        return "ack" if inc is not None and responder in inc.acked else None
 
     def _answer_wanted(self, incident: str, responder: str) -> bool:
         inc = self.engine.incidents.get(incident)
