@@ -28,9 +28,10 @@ How ``CentreSession`` answers what the device sends (the standard's send/confirm
 request/response modes, clause 6):
 
 - command 2 (发送数据), framed and checksummed correctly: 确认 (command 3) with the
-  same serial, addresses swapped, the time label ``now_s`` as UTC fields and an empty
-  ADU, then the events of its objects plus ``Seen(None)``. An empty command 2 is the
-  vendors' heartbeat: 确认 and ``Seen(None)`` only. An ADU whose objects do not parse
+  same serial, from the centre's ``address`` to the frame's source, the time label
+  ``now_s`` in the device's zone (``utc_offset_s``) and an empty ADU, then the
+  events of its objects plus ``Seen(None)``. An empty command 2 is the vendors'
+  heartbeat: 确认 and ``Seen(None)`` only. An ADU whose objects do not parse
   gets 否认 (command 6) instead, but the objects before the bad one still give their
   events (an alarm is never dropped; the device resends, and a repeated state is
   harmless). A repeat of the previous frame (same serial, command and ADU: a resend
@@ -54,7 +55,8 @@ Events (``drivers.feed``), ref formats ``"<sys type>/<sys addr>/<part addr>"`` f
 component, ``"<sys type>/<sys addr>"`` for a system and ``"uitd"`` for the device:
 
 - type 2: fire bit → ``Signal(ref, "alarm")``, else fault (bit 2) or power fault (bit 8)
-  → ``"fault"``, else ``"clear"``; ``ts`` is the object's time label. Bit 0 (normal /
+  → ``"fault"``, else ``"clear"``; ``ts`` is the object's time label in unix seconds
+  and ``meta`` ``device_time`` the label as ISO 8601 text with the device's offset. Bit 0 (normal /
   test) is not used: the sheet's example frames leave it 0 for a real alarm.
 - type 1: reset (bit 13) → ``Reset(ref)``; fire → ``Signal(ref, "alarm")``; mains,
   backup power, bus faults (bits 8-10) or fault (bit 2) → ``Trouble(ref, "fault", True,
@@ -65,8 +67,10 @@ component, ``"<sys type>/<sys addr>"`` for a system and ``"uitd"`` for the devic
   monitoring-line fault (bits 2-6) → ``Trouble("uitd", "fault", …)`` as for type 1.
 - types 4, 24, 25 are parsed but give no event; other types are ignored.
 
-Time labels carry no zone. They are read and written as UTC fields; a device that
-sends local (Beijing) time gives ``ts`` values eight hours ahead.
+Time labels carry no zone. ``CentreSession(utc_offset_s=...)`` says how far ahead of
+UTC the devices' clocks run (28800 for Beijing time; the codec's default, 0, reads
+and writes UTC fields). The decoded time is information for logs and the audit
+trail only: the gateway's receive time is an incident's T0 (CONTRACT).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Self, TypeVar
 
 from drivers.feed import FeedEvent, Garbage, Reading, Reset, Seen, Trouble
@@ -129,14 +133,44 @@ class FrameError(ValueError):
 
 # ------------------------------------------------------------------ time labels
 
+MAX_UTC_OFFSET_S = 24 * 3600 - 60  # ±23:59, as the site's utc_offset allows
+_OFFSET_RE = re.compile(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f]{2}( [0-9A-Fa-f]{2}){5}")
 
-def time_label(unix_s: float) -> Time:
-    """The time label for ``unix_s`` as UTC fields; a clock outside 2000-2099 (or NaN)
-    gives 2000-01-01, since a reply must still go out."""
+
+def parse_utc_offset(text: str) -> int:
+    """``"+08:00"`` → 28800: the offset of a device clock from UTC, in seconds."""
+    m = _OFFSET_RE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"utc offset {text!r}: expected +HH:MM or -HH:MM, e.g. +08:00")
+    seconds = int(m.group(2)) * 3600 + int(m.group(3)) * 60
+    return -seconds if m.group(1) == "-" else seconds
+
+
+def parse_address(value: int | str) -> int:
+    """A 6-byte address as an integer: given as one (``88888``), or as the six bytes in
+    wire order, low byte first, written in hex the way the fact sheet writes frames
+    (``"38 5B 01 00 00 00"`` is 88888)."""
+    if isinstance(value, bool):
+        raise ValueError(f"address must be an integer or 6 hex bytes, got {value!r}")
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_ADDRESS:
+            raise ValueError(f"address {value} is outside 0..{MAX_ADDRESS} (6 bytes)")
+        return value
+    if isinstance(value, str) and _ADDRESS_RE.fullmatch(value.strip()):
+        return int.from_bytes(bytes.fromhex(value), "little")
+    raise ValueError(f"address {value!r}: expected an integer 0..{MAX_ADDRESS} or six hex "
+                     "bytes in wire order, low byte first, e.g. '38 5B 01 00 00 00'")
+
+
+def time_label(unix_s: float, utc_offset_s: int = 0) -> Time:
+    """The time label for ``unix_s`` as the fields of a clock ``utc_offset_s`` seconds
+    ahead of UTC (28800 for Beijing time); a clock outside 2000-2099 (or NaN) gives
+    2000-01-01, since a reply must still go out."""
     try:
         if not math.isfinite(unix_s):
             return NO_TIME
-        dt = datetime.fromtimestamp(unix_s, UTC)
+        dt = datetime.fromtimestamp(unix_s + utc_offset_s, UTC)
     except (OverflowError, OSError, ValueError):
         return NO_TIME
     if not 2000 <= dt.year <= 2099:
@@ -144,17 +178,34 @@ def time_label(unix_s: float) -> Time:
     return (dt.second, dt.minute, dt.hour, dt.day, dt.month, dt.year - 2000)
 
 
-def label_to_unix(label: Sequence[int]) -> float | None:
-    """Unix seconds of a time label read as UTC, or None if it is no valid date."""
+def _label_datetime(label: Sequence[int], utc_offset_s: int = 0) -> datetime | None:
+    """The label as an aware datetime in the device's zone, or None if no valid date."""
     if len(label) != 6:
         return None
     s, mi, h, d, mo, y = label
     if not (0 <= s <= 59 and 0 <= mi <= 59 and 0 <= h <= 23 and 0 <= y <= 99):
         return None
     try:
-        return datetime(2000 + y, mo, d, h, mi, s, tzinfo=UTC).timestamp()
+        return datetime(2000 + y, mo, d, h, mi, s,
+                        tzinfo=timezone(timedelta(seconds=utc_offset_s)))
     except ValueError:  # month 0, 31 February, ...
         return None
+
+
+def label_to_unix(label: Sequence[int], utc_offset_s: int = 0) -> float | None:
+    """Unix seconds of a time label written by a clock ``utc_offset_s`` seconds ahead
+    of UTC, or None if it is no valid date."""
+    dt = _label_datetime(label, utc_offset_s)
+    return None if dt is None else dt.timestamp()
+
+
+def label_text(label: Sequence[int], utc_offset_s: int = 0) -> str:
+    """The label as the device wrote it, for logs and the audit trail: ISO 8601 with
+    the configured offset (``2012-09-26T09:58:02+08:00``), or ``invalid`` and its bytes."""
+    dt = _label_datetime(label, utc_offset_s)
+    if dt is None:
+        return "invalid " + " ".join(f"{b & 0xFF:02X}" for b in label)
+    return dt.isoformat()
 
 
 # ------------------------------------------------------------------ frames
@@ -789,24 +840,31 @@ def _trouble(ref: str, status: int, bits: Iterable[tuple[int, str]]) -> Trouble:
     return Trouble(ref, "fault", bool(found), ", ".join(found))
 
 
-def object_events(obj: InfoObject | RawAdu) -> list[FeedEvent]:
-    """What one information object means for the gateway (see the module docstring)."""
+def _signal(ref: str, state: str, label: Time, utc_offset_s: int) -> Signal:
+    """A Signal stamped with the device's time label: ``ts`` in unix seconds (None if
+    the label is no date) and, for the audit trail, ``meta`` ``device_time`` as written."""
+    return Signal(ref, state, ts=label_to_unix(label, utc_offset_s),
+                  meta=(("device_time", label_text(label, utc_offset_s)),))
+
+
+def object_events(obj: InfoObject | RawAdu, utc_offset_s: int = 0) -> list[FeedEvent]:
+    """What one information object means for the gateway (see the module docstring);
+    time labels are read as a clock ``utc_offset_s`` seconds ahead of UTC."""
     match obj:
         case ComponentStatus():
-            ts = label_to_unix(obj.time)
             if obj.status & 0x0002:
                 state = "alarm"
             elif obj.status & 0x0104:
                 state = "fault"
             else:
                 state = "clear"
-            return [Signal(obj.ref, state, ts=ts)]
+            return [_signal(obj.ref, state, obj.time, utc_offset_s)]
         case SystemStatus():
             out: list[FeedEvent] = []
             if obj.status >> 13 & 1:
                 out.append(Reset(obj.ref))
             if obj.status & 0x0002:
-                out.append(Signal(obj.ref, "alarm", ts=label_to_unix(obj.time)))
+                out.append(_signal(obj.ref, "alarm", obj.time, utc_offset_s))
             out.append(_trouble(obj.ref, obj.status, _SYS_FAULTS))
             return out
         case AnalogValue():
@@ -815,7 +873,7 @@ def object_events(obj: InfoObject | RawAdu) -> list[FeedEvent]:
         case UitdStatus():
             out = []
             if obj.status & 0x02:
-                out.append(Signal("uitd", "alarm", ts=label_to_unix(obj.time)))
+                out.append(_signal("uitd", "alarm", obj.time, utc_offset_s))
             out.append(_trouble("uitd", obj.status, _UITD_FAULTS))
             return out
         case _:
@@ -829,9 +887,15 @@ class CentreSession:
     """The monitoring-centre end of one connection: ``receive`` bytes, get events for the
     gateway and the bytes to send back. Never raises on what the device sends."""
 
-    def __init__(self, address: int = 0, *, stall_s: float = 5.0) -> None:
+    def __init__(self, address: int = 0, *, stall_s: float = 5.0,
+                 utc_offset_s: int = 0) -> None:
         _check_int("centre address", address, MAX_ADDRESS)
+        if (isinstance(utc_offset_s, bool) or not isinstance(utc_offset_s, int)
+                or abs(utc_offset_s) > MAX_UTC_OFFSET_S):
+            raise ValueError(f"utc_offset_s must be an integer within ±{MAX_UTC_OFFSET_S},"
+                             f" got {utc_offset_s!r}")
         self.address = address
+        self.utc_offset_s = utc_offset_s
         self.stall_s = stall_s
         self.device_address: int | None = None  # src of the last good frame
         self._deframer = Deframer()
@@ -875,8 +939,8 @@ class CentreSession:
             self._pending = (at, now_s)
 
     def _reply(self, command: int, serial: int, dst: int, now_s: float) -> bytes:
-        return encode_frame(Frame(serial=serial, time=time_label(now_s), src=self.address,
-                                  dst=dst, command=command))
+        return encode_frame(Frame(serial=serial, time=time_label(now_s, self.utc_offset_s),
+                                  src=self.address, dst=dst, command=command))
 
     def _handle(self, items: list[Frame | BadFrame], now_s: float, events: list[FeedEvent],
                 replies: list[bytes]) -> None:
@@ -902,7 +966,7 @@ class CentreSession:
             objs, err = _parse(f.adu)
             if not repeat:
                 for obj in objs:
-                    events.extend(object_events(obj))
+                    events.extend(object_events(obj, self.utc_offset_s))
             if err is not None:
                 events.append(Garbage(f"bad ADU: {err}", where, len(f.adu)))
                 self._last = None  # the resend must be read again

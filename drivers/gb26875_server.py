@@ -42,7 +42,8 @@ class Gb26875Server:
     ``link(True, peer)`` is called when a device connects, ``link(False, reason)`` when
     the last connected device has gone. ``clock`` gives unix seconds (time labels of
     the replies, stall detection). ``address`` is the centre's 6-byte address, the
-    source of every reply.
+    source of every reply; ``utc_offset_s`` how far ahead of UTC the devices' clocks
+    run (28800 for Beijing time), for the time labels read and written.
     """
 
     def __init__(
@@ -54,8 +55,11 @@ class Gb26875Server:
         clock: Callable[[], float] = time.time,
         *,
         max_connections: int = MAX_CONNECTIONS,
+        utc_offset_s: int = 0,
     ) -> None:
         self._host, self._port = split_listen(listen)
+        CentreSession(address, utc_offset_s=utc_offset_s)  # refuse bad settings now
+        self.utc_offset_s = utc_offset_s
         self._emit = emit
         self._link = link
         self.address = address
@@ -141,7 +145,7 @@ class Gb26875Server:
 
     async def _serve(self, peer: str, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> str:
-        session = CentreSession(self.address)
+        session = CentreSession(self.address, utc_offset_s=self.utc_offset_s)
         while True:
             try:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), TICK_S)

@@ -19,9 +19,15 @@ means for the site:
   its ``timeout_s`` once per cycle (no Modbus-level retries: the next poll is the
   retry), so it cannot hold the other detectors hostage.
 
-Register values are reported as the unsigned 16-bit numbers the protocol carries
-(0..65535). Sensors that send two's-complement negatives (e.g. temperatures below 0)
-read as 65535 for -1; see docs/feed-modbus.md.
+Values: each ref names the first register of its value. By default that is one
+register read as an unsigned 16-bit number (0..65535); a ``ValueType`` per ref makes
+it ``int16`` (two's complement) or a 32-bit ``int32``, ``uint32`` or IEEE-754
+``float32`` spread over the ref's register and the next one, in ``big`` (high word
+first, the Modbus convention) or ``little`` word order. The two registers of a 32-bit
+value are always fetched in the same request (a block never cuts a value in two), and
+are turned into a number by pymodbus's own ``convert_from_registers``. A float that is
+NaN or infinite is passed on as it is; the gateway counts and logs it and never
+compares it with a threshold. See docs/feed-modbus.md.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ import contextlib
 import logging
 import os
 import re
+import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import serial
 from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
@@ -63,6 +71,76 @@ _EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target failed to respond",
 }
+
+# Data types of a value, with the number of registers it spans (pymodbus's DATATYPE).
+_DATATYPES = {
+    "int16": ModbusClientMixin.DATATYPE.INT16,
+    "uint16": ModbusClientMixin.DATATYPE.UINT16,
+    "int32": ModbusClientMixin.DATATYPE.INT32,
+    "uint32": ModbusClientMixin.DATATYPE.UINT32,
+    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
+}
+DATA_TYPES = tuple(_DATATYPES)
+WORD_ORDERS = ("big", "little")
+
+
+@dataclass(frozen=True, slots=True)
+class ValueType:
+    """How the register(s) of one ref make a number.
+
+    ``data_type`` is one of ``DATA_TYPES``; ``word_order`` says which register holds
+    the high 16 bits of a 32-bit value: ``"big"`` the first (lower address), ``"little"``
+    the second. Bytes within a register are always big-endian, as Modbus sends them.
+    """
+
+    data_type: str = "uint16"
+    word_order: str = "big"
+
+    def __post_init__(self) -> None:
+        if self.data_type not in _DATATYPES:
+            raise ValueError(f"data_type must be one of {', '.join(DATA_TYPES)},"
+                             f" got {self.data_type!r}")
+        if self.word_order not in WORD_ORDERS:
+            raise ValueError(f"word_order must be 'big' or 'little', got {self.word_order!r}")
+
+    @property
+    def width(self) -> int:
+        """Registers the value spans: 1 for 16-bit types, 2 for 32-bit ones."""
+        return int(_DATATYPES[self.data_type].value[1])
+
+    def decode(self, registers: list[int]) -> int | float:
+        """The number in ``registers`` (exactly ``width`` of them), by pymodbus."""
+        if len(registers) != self.width:
+            raise ValueError(f"{self.data_type} needs {self.width} registers,"
+                             f" got {len(registers)}")
+        value = ModbusClientMixin.convert_from_registers(
+            registers, _DATATYPES[self.data_type],
+            word_order=self.word_order)  # type: ignore[arg-type]
+        assert isinstance(value, int | float)
+        return value
+
+    def encode(self, value: float) -> list[int]:
+        """The registers holding ``value`` (the inverse of ``decode``), by pymodbus."""
+        dt = _DATATYPES[self.data_type]
+        if self.data_type != "float32":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{self.data_type} value must be an integer, got {value!r}")
+            bits = 16 * self.width
+            lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+                      if self.data_type.startswith("int") else (0, (1 << bits) - 1))
+            if not lo <= value <= hi:
+                raise ValueError(f"{self.data_type} value must be {lo}..{hi}, got {value}")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"float32 value must be a number, got {value!r}")
+        try:
+            return list(ModbusClientMixin.convert_to_registers(
+                float(value) if self.data_type == "float32" else value, dt,
+                word_order=self.word_order))  # type: ignore[arg-type]
+        except (OverflowError, struct.error) as exc:  # beyond float32's range
+            raise ValueError(f"{self.data_type} cannot hold {value!r}: {exc}") from None
+
+
+UINT16 = ValueType()
 
 _REF_RE = re.compile(r"([0-9]{1,10}):([0-9]{1,10})")
 
@@ -114,49 +192,63 @@ class Block:
         return tuple(sorted({reg for reg, _ in self.refs}))
 
 
-def plan_blocks(refs: Iterable[str], max_count: int = MAX_REGISTERS_PER_READ) -> list[Block]:
+def plan_blocks(refs: Iterable[str], max_count: int = MAX_REGISTERS_PER_READ,
+                widths: Mapping[str, int] | None = None) -> list[Block]:
     """Group refs into as few read requests as possible, units ascending.
 
     Per unit, the smallest contiguous block that covers its registers is one request;
     a span wider than ``max_count`` is cut greedily from the lowest register, which
     gives the fewest requests. Fewer requests = shorter bus time per cycle. Registers in
     the gaps are read and ignored (the poller falls back to single reads if a device
-    refuses them). Raises ValueError on the first bad ref.
+    refuses them). ``widths`` gives the registers a ref's value spans (default 1; 2 for
+    a 32-bit value): a value is never cut between two requests. Raises ValueError on
+    the first bad ref.
     """
     if not 1 <= max_count <= MAX_REGISTERS_PER_READ:
         raise ValueError(f"max_count must be 1..{MAX_REGISTERS_PER_READ}, got {max_count}")
+    widths = widths or {}
     by_unit: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for ref in dict.fromkeys(refs):  # drop repeats, keep order
         unit, register = parse_ref(ref)
+        width = widths.get(ref, 1)
+        if not 1 <= width <= max_count:
+            raise ValueError(f"modbus ref {ref!r}: a value of {width} registers does not"
+                             f" fit a read of at most {max_count}")
+        if register + width - 1 > REGISTER_MAX:
+            raise ValueError(f"modbus ref {ref!r}: a value of {width} registers from"
+                             f" {register} runs past register {REGISTER_MAX}")
         by_unit[unit].append((register, ref))
     blocks: list[Block] = []
     for unit in sorted(by_unit):
         wanted = sorted(by_unit[unit])
         group: list[tuple[int, str]] = []
         for reg, ref in wanted:
-            if group and reg - group[0][0] >= max_count:
-                blocks.append(_block(unit, group))
+            if group and reg + widths.get(ref, 1) - group[0][0] > max_count:
+                blocks.append(_block(unit, group, widths))
                 group = []
             group.append((reg, ref))
-        blocks.append(_block(unit, group))
+        blocks.append(_block(unit, group, widths))
     return blocks
 
 
-def split_block(block: Block) -> list[Block]:
-    """One single-register block per distinct register of ``block``.
+def split_block(block: Block, widths: Mapping[str, int] | None = None) -> list[Block]:
+    """One block per distinct register of ``block``, covering just its value.
 
     Used when a device refuses a read that spans registers it does not implement
-    (exception 2, illegal data address): reading each wanted register alone still works.
+    (exception 2, illegal data address): reading each wanted value alone still works.
+    A 32-bit value (``widths``) stays one read of its two registers.
     """
     singles: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for reg, ref in block.refs:
         singles[reg].append((reg, ref))
-    return [_block(block.unit, pairs) for _, pairs in sorted(singles.items())]
+    return [_block(block.unit, pairs, widths) for _, pairs in sorted(singles.items())]
 
 
-def _block(unit: int, pairs: list[tuple[int, str]]) -> Block:
+def _block(unit: int, pairs: list[tuple[int, str]],
+           widths: Mapping[str, int] | None = None) -> Block:
     start = pairs[0][0]
-    return Block(unit, start, pairs[-1][0] - start + 1, tuple(pairs))
+    end = max(reg + (widths or {}).get(ref, 1) for reg, ref in pairs)
+    return Block(unit, start, end - start, tuple(pairs))
 
 
 def _frame_gap_s(baud: int, bytesize: int, parity: str, stopbits: float) -> float:
@@ -227,6 +319,7 @@ class ModbusPoller:
         bytesize: int = 8,
         parity: str = "N",
         stopbits: float = 1,
+        types: Mapping[str, ValueType] | None = None,
     ) -> None:
         if not isinstance(port, str) or not port:
             raise ValueError(f"port must be a non-empty path, got {port!r}")
@@ -246,7 +339,12 @@ class ModbusPoller:
             raise ValueError(f"stopbits must be 1, 1.5 or 2, got {stopbits!r}")
         if not refs:
             raise ValueError("a modbus feed needs at least one ref")
-        blocks = plan_blocks(refs)
+        self._types: dict[str, ValueType] = dict(types or {})
+        unknown = sorted(set(self._types) - set(refs))
+        if unknown:
+            raise ValueError(f"types given for refs that are not polled: {unknown}")
+        self._widths = {ref: vt.width for ref, vt in self._types.items() if vt.width != 1}
+        blocks = plan_blocks(refs, widths=self._widths)
         self._plan: dict[int, list[Block]] = defaultdict(list)
         for b in blocks:
             self._plan[b.unit].append(b)
@@ -272,6 +370,11 @@ class ModbusPoller:
     def plan(self) -> tuple[Block, ...]:
         """The read requests of one cycle, in order (after any gap fallback)."""
         return tuple(b for unit in sorted(self._plan) for b in self._plan[unit])
+
+    @property
+    def types(self) -> dict[str, ValueType]:
+        """The value type of each ref that is not a plain uint16 register."""
+        return dict(self._types)
 
     @property
     def troubled(self) -> frozenset[str]:
@@ -398,11 +501,9 @@ class ModbusPoller:
                 return None  # the failure was the port's, not the unit's
             if isinstance(result, list):
                 events.extend(self._set_trouble(block, False))
-                events.extend(
-                    Reading(ref, raw=result[reg - block.start]) for reg, ref in block.refs
-                )
+                events.extend(self._readings(block, result))
             elif result.code == EXC_ILLEGAL_ADDRESS and len(block.registers) > 1:
-                singles = split_block(block)
+                singles = split_block(block, self._widths)
                 log.warning(
                     "modbus %s: unit %d refuses registers %d..%d as one read (%s);"
                     " reading %d registers one by one from now on",
@@ -421,6 +522,19 @@ class ModbusPoller:
                 events.extend(self._set_trouble(block, True, result.detail))
             i += 1
         return events
+
+    def _readings(self, block: Block, values: list[int]) -> list[FeedEvent]:
+        """One ``Reading`` per ref of ``block``, its value decoded as its type says.
+
+        A float32 that is NaN or infinite is passed on unchanged (the unit did answer):
+        the gateway counts it as bad input and never holds it against a threshold.
+        """
+        out: list[FeedEvent] = []
+        for reg, ref in block.refs:
+            vt = self._types.get(ref, UINT16)
+            at = reg - block.start
+            out.append(Reading(ref, raw=vt.decode(values[at:at + vt.width])))
+        return out
 
     def _set_trouble(self, block: Block, active: bool, detail: str = "") -> list[FeedEvent]:
         """``no_response`` Trouble events for refs of ``block`` whose state changes."""

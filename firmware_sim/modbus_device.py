@@ -12,9 +12,15 @@ documented way to alter registers as they are read. ``silence()`` drops a unit's
 replies on the way out (the unit still hears, but never answers), which is what a
 powered-off or disconnected sensor looks like from the master's side.
 
+Values wider than a register (a gas detector's float32 %LEL, a counter's uint32) are
+served as two consecutive registers: give a ``Value(12.5, "float32", "big")`` instead
+of a bare register word, or ``set(unit, register, 12.5, "float32")``. The words are made
+by pymodbus's own ``convert_to_registers``, not by firegrid's poller code.
+
 Run one from a shell::
 
     python -m firmware_sim.modbus_device --port /dev/pts/5 --unit 1 --register 0 --value 100
+    python -m firmware_sim.modbus_device --port /dev/pts/5 --set 1:0=12.5:float32:little
 
 Never imports ``gateway``: a simulated device runs like a real one, in any process.
 """
@@ -26,11 +32,14 @@ import asyncio
 import contextlib
 import functools
 import signal
+import struct
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -44,6 +53,49 @@ _TABLE_CODES = {"holding": frozenset({3, 6, 16, 22, 23}), "input": frozenset({4}
 def _check_value(unit: int, register: int, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
         raise ValueError(f"unit {unit} register {register}: value must be 0..65535, got {value!r}")
+
+
+_DT = ModbusClientMixin.DATATYPE
+DATA_TYPES = {"int16": _DT.INT16, "uint16": _DT.UINT16, "int32": _DT.INT32,
+              "uint32": _DT.UINT32, "float32": _DT.FLOAT32}
+WORD_ORDERS = ("big", "little")
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A number as a device stores it: ``data_type`` (int16, uint16, int32, uint32,
+    float32) in ``word_order`` (``big``: high 16 bits in the first register). 32-bit
+    types take the register they are given at and the next one."""
+
+    value: float
+    data_type: str = "uint16"
+    word_order: str = "big"
+
+    def words(self, unit: int, register: int) -> list[int]:
+        """The register words, made by pymodbus; ValueError naming the place if the
+        value does not fit its type."""
+        where = f"unit {unit} register {register}"
+        dt = DATA_TYPES.get(self.data_type)
+        if dt is None:
+            raise ValueError(f"{where}: data type must be one of {', '.join(DATA_TYPES)},"
+                             f" got {self.data_type!r}")
+        if self.word_order not in WORD_ORDERS:
+            raise ValueError(f"{where}: word order must be big or little,"
+                             f" got {self.word_order!r}")
+        v = self.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"{where}: value must be a number, got {v!r}")
+        if self.data_type == "float32":
+            v = float(v)
+        elif not isinstance(v, int):
+            raise ValueError(f"{where}: {self.data_type} value must be an integer, got {v!r}")
+        if dt.value[1] + register - 1 > REGISTER_MAX:
+            raise ValueError(f"{where}: a {self.data_type} value runs past register 65535")
+        try:
+            return list(ModbusClientMixin.convert_to_registers(
+                v, dt, word_order=self.word_order))  # type: ignore[arg-type]
+        except (OverflowError, struct.error) as exc:
+            raise ValueError(f"{where}: {v!r} does not fit {self.data_type} ({exc})") from None
 
 
 class ModbusDeviceSim:
@@ -60,7 +112,7 @@ class ModbusDeviceSim:
         self,
         port: str,
         baud: int = 9600,
-        units: dict[int, dict[int, int]] | None = None,
+        units: dict[int, dict[int, int | Value]] | None = None,
         *,
         registers: str = "holding",
         bytesize: int = 8,
@@ -79,12 +131,24 @@ class ModbusDeviceSim:
                 raise ValueError(f"unit {unit} is outside {UNIT_MIN}..{UNIT_MAX}")
             if not regs:
                 raise ValueError(f"unit {unit} needs at least one register")
-            for register, value in regs.items():
+            words: dict[int, int] = {}
+            for register, value in sorted(regs.items()):
                 if (isinstance(register, bool) or not isinstance(register, int)
                         or not 0 <= register <= REGISTER_MAX):
                     raise ValueError(f"unit {unit}: register {register} is outside 0..65535")
+                if isinstance(value, Value):
+                    for offset, word in enumerate(value.words(unit, register)):
+                        if register + offset in words or (offset and register + offset in regs):
+                            raise ValueError(f"unit {unit} register {register + offset} is "
+                                             f"given twice (the {value.data_type} at "
+                                             f"{register} takes it)")
+                        words[register + offset] = word
+                    continue
                 _check_value(unit, register, value)
-            self._values[unit] = dict(regs)
+                if register in words:
+                    raise ValueError(f"unit {unit} register {register} is given twice")
+                words[register] = value
+            self._values[unit] = words
         self._port = port
         self._baud = baud
         self._table = registers
@@ -107,12 +171,38 @@ class ModbusDeviceSim:
         """Current value of a register (what the next read will return)."""
         return self._values[unit][register]
 
-    def set(self, unit: int, register: int, value: int) -> None:
-        """Change a register; the next read request sees the new value."""
-        if unit not in self._values or register not in self._values[unit]:
+    def set(self, unit: int, register: int, value: float, data_type: str | None = None,
+            word_order: str = "big") -> None:
+        """Change a register; the next read request sees the new value.
+
+        Without ``data_type`` ``value`` is the register's 16-bit word (0..65535). With
+        it, ``value`` is stored as that type from ``register`` on (two registers for
+        int32, uint32 and float32, which must both be simulated), both words at once,
+        so a read never sees half an old value.
+        """
+        regs = self._values.get(unit)
+        if regs is None or register not in regs:
             raise KeyError(f"unit {unit} has no register {register} in this simulator")
-        _check_value(unit, register, value)
-        self._values[unit][register] = value
+        if data_type is None:
+            _check_value(unit, register, value)  # type: ignore[arg-type]
+            regs[register] = value  # type: ignore[assignment]
+            return
+        words = Value(value, data_type, word_order).words(unit, register)
+        if any(register + i not in regs for i in range(len(words))):
+            raise KeyError(f"unit {unit} has no register {register + 1} in this simulator,"
+                           f" which a {data_type} at {register} needs")
+        for i, word in enumerate(words):
+            regs[register + i] = word
+
+    def get_value(self, unit: int, register: int, data_type: str,
+                  word_order: str = "big") -> float:
+        """The value the registers from ``register`` hold read as ``data_type``."""
+        dt = DATA_TYPES[data_type]
+        words = [self._values[unit][register + i] for i in range(dt.value[1])]
+        value = ModbusClientMixin.convert_from_registers(
+            words, dt, word_order=word_order)  # type: ignore[arg-type]
+        assert isinstance(value, int | float)
+        return value
 
     def silence(self, unit: int, silent: bool = True) -> None:
         """Make ``unit`` stop answering (True) or answer again (False)."""
@@ -236,17 +326,33 @@ def integer(text: str) -> int:
     return int(text, 0)
 
 
-def _parse_set(text: str) -> tuple[int, int, int]:
-    """``"UNIT:REGISTER=VALUE"`` from the command line."""
-    ref, sep, value = text.partition("=")
+def _number(text: str, data_type: str) -> float:
+    """A command-line value of ``data_type``: decimal or 0x.. for integers; a float32
+    also takes nan, inf and -inf (what a broken sensor sends)."""
+    try:
+        return float(text) if data_type == "float32" else integer(text)
+    except ValueError:
+        raise ValueError(f"value {text!r} is not a {data_type} number") from None
+
+
+def _parse_set(text: str) -> tuple[int, int, int | Value]:
+    """``"UNIT:REGISTER=VALUE[:TYPE[:ORDER]]"`` from the command line."""
+    ref, sep, rest = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"{text!r}: expected UNIT:REGISTER=VALUE")
+    value, _, typed = rest.partition(":")
+    data_type, _, order = typed.partition(":")
     try:
         unit, register = parse_ref(ref)
-        number = integer(value)
+        if not data_type:
+            return unit, register, _number(value, "uint16")  # type: ignore[return-value]
+        if data_type not in DATA_TYPES:
+            raise ValueError(f"{text!r}: type must be one of {', '.join(DATA_TYPES)}")
+        typed_value = Value(_number(value, data_type), data_type, order or "big")
+        typed_value.words(unit, register)  # refuse what does not fit now, naming it
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return unit, register, number
+    return unit, register, typed_value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -259,14 +365,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=9600)
     p.add_argument("--unit", type=int, default=1, help="unit address (1..247), default 1")
     p.add_argument("--register", type=int, default=0, help="0-based register, default 0")
-    p.add_argument("--value", type=integer, default=0, help="0..65535, default 0")
+    p.add_argument("--value", default="0",
+                   help="the register's word 0..65535 (or a number of --type), default 0")
+    p.add_argument("--type", choices=tuple(DATA_TYPES), default=None,
+                   help="serve --value as this type (32-bit types take two registers)")
+    p.add_argument("--word-order", choices=WORD_ORDERS, default="big",
+                   help="for 32-bit types: big = high word first (default)")
     p.add_argument(
         "--set",
         type=_parse_set,
         action="append",
         default=[],
-        metavar="UNIT:REGISTER=VALUE",
-        help="another register to serve; repeat as needed",
+        metavar="UNIT:REGISTER=VALUE[:TYPE[:ORDER]]",
+        help="another register (or typed value, e.g. 1:2=12.5:float32:little) to serve;"
+        " repeat as needed",
     )
     p.add_argument("--registers", choices=REGISTER_TABLES, default="holding")
     return p
@@ -300,10 +412,13 @@ async def _serve(sim: ModbusDeviceSim) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry: exit 0 on Ctrl-C/SIGTERM, 1 if the port fails, 2 on bad input."""
     args = _build_parser().parse_args(argv)
-    units: dict[int, dict[int, int]] = {}
-    for unit, register, value in [(args.unit, args.register, args.value), *args.set]:
-        units.setdefault(unit, {})[register] = value
+    units: dict[int, dict[int, int | Value]] = {}
     try:
+        first: int | Value = (
+            _number(args.value, "uint16") if args.type is None  # type: ignore[assignment]
+            else Value(_number(args.value, args.type), args.type, args.word_order))
+        for unit, register, value in [(args.unit, args.register, first), *args.set]:
+            units.setdefault(unit, {})[register] = value
         sim = ModbusDeviceSim(args.port, args.baud, units, registers=args.registers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,7 +49,9 @@ from drivers.gb26875 import (
     UitdStatus,
     build_adu,
     encode_frame,
+    parse_address,
     parse_ref,
+    parse_utc_offset,
     time_label,
 )
 
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 UITD_ADDRESS = 0x000379  # the fact sheet's example device, 79 03 00 00 00 00
 CENTRE_ADDRESS = 0x015B38  # and its centre, 38 5B 01 00 00 00
+BEIJING_S = 8 * 3600  # a device's clock runs Beijing time (UTC+08:00), as in the field
 SMOKE = 42  # 点型光电感烟火灾探测器, what GST-type panels usually report
 
 FIRE, FAULT, CLEAR = 0x0003, 0x0005, 0x0001  # bit 0 (normal) set, as the standard says
@@ -66,11 +69,14 @@ LOST = -1  # what a waiter gets when the connection goes
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A frame the centre sent: ``command`` 3 (确认), 6 (否认), 1 or 4, and its serial."""
+    """A frame the centre sent: ``command`` 3 (确认), 6 (否认), 1 or 4, its serial, when
+    it came (``at``, the simulator's clock), and the centre's address and time label."""
 
     command: int
     serial: int
     at: float
+    src: int = 0
+    time: tuple[int, ...] = ()
 
 
 class Uitd:
@@ -87,10 +93,12 @@ class Uitd:
         timeout_s: float = 10.0,
         retries: int = 3,
         part_type: int = SMOKE,
+        utc_offset_s: int = BEIJING_S,
     ) -> None:
         self.host, self.port = host, port
         self.address, self.centre = address, centre
         self.clock = clock
+        self.utc_offset_s = utc_offset_s  # its time labels are local time this far from UTC
         self.timeout_s = min(timeout_s, 10.0)  # the standard: not more than 10 s
         self.retries = retries
         self.part_type = part_type
@@ -157,7 +165,7 @@ class Uitd:
         if serial is None:
             serial = self._serial
             self._serial = (self._serial + 1) & 0xFFFF
-        data = encode_frame(Frame(serial=serial, time=time_label(self.clock()),
+        data = encode_frame(Frame(serial=serial, time=self._now(),
                                   src=self.address, dst=self.centre, command=command,
                                   adu=adu))
         return serial, data
@@ -260,7 +268,7 @@ class Uitd:
     # -- internals
 
     def _now(self) -> tuple[int, int, int, int, int, int]:
-        return time_label(self.clock())
+        return time_label(self.clock(), self.utc_offset_s)
 
     def _part(self, ref: str) -> tuple[int, int, int]:
         sys_type, sys_addr, part = parse_ref(ref)
@@ -342,7 +350,7 @@ class Uitd:
                 fut.set_result(LOST)
 
     async def _answer(self, f: Frame, writer: asyncio.StreamWriter) -> None:
-        self.received.append(Reply(f.command, f.serial, self.clock()))
+        self.received.append(Reply(f.command, f.serial, self.clock(), f.src, f.time))
         if f.command in (CMD_CONFIRM, CMD_DENY):
             fut = self._waiters.get(f.serial)
             if fut is not None and not fut.done():
@@ -366,6 +374,20 @@ class Uitd:
 # ------------------------------------------------------------------ command line
 
 
+def _address(text: str) -> int:
+    try:
+        return parse_address(int(text) if text.strip().isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _offset(text: str) -> int:
+    try:
+        return parse_utc_offset(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _split_hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -376,7 +398,8 @@ def _split_hostport(text: str) -> tuple[str, int]:
 async def _run(args: argparse.Namespace) -> int:
     host, port = args.connect
     dev = Uitd(host, port, address=args.address, centre=args.centre,
-               timeout_s=args.timeout, part_type=args.part_type)
+               timeout_s=args.timeout, part_type=args.part_type,
+               utc_offset_s=args.utc_offset)
     await dev.connect()
     ok = True
     try:
@@ -418,8 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="then send heartbeats at this interval until interrupted")
     p.add_argument("--description", default="", help="component text (GB 18030, 31 bytes)")
     p.add_argument("--part-type", type=int, default=SMOKE)
-    p.add_argument("--address", type=int, default=UITD_ADDRESS)
-    p.add_argument("--centre", type=int, default=CENTRE_ADDRESS)
+    p.add_argument("--address", type=_address, default=UITD_ADDRESS,
+                   help="this device's address: an integer or 6 hex bytes, low byte first")
+    p.add_argument("--centre", type=_address, default=CENTRE_ADDRESS,
+                   help="the centre's address, e.g. 88888 or '38 5B 01 00 00 00'")
+    p.add_argument("--utc-offset", type=_offset, default=BEIJING_S, metavar="+HH:MM",
+                   help="the device clock's offset from UTC (default +08:00)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for 确认")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from drivers.gb26875 import parse_address as gb26875_address
 from drivers.textguard import MAX_FLOW_DEPTH, flow_depth, unencodable
 
 MAX_SECONDS = 86400.0  # a target or timeout beyond a day is a typo, not a policy
@@ -34,6 +42,12 @@ DEFAULT_RADIUS_M: dict[str, float] = {
     "temperature": 4.4,
 }
 
+
+UTC_OFFSET = r"^[+-]([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+# Modbus value types (docs/feed-modbus.md); the 32-bit ones span two registers
+MODBUS_DATA_TYPES = ("int16", "uint16", "int32", "uint32", "float32")
+MODBUS_32BIT = ("int32", "uint32", "float32")
 
 # Rules that may confirm an incident without the grid worker (docs/locating.md). A manual
 # call point always does (EN 54-2: it overrides every delay), so it is not in this list.
@@ -134,6 +148,10 @@ class Device(Strict):
     clear_after_s: float | None = Field(None, gt=0, le=MAX_SECONDS)
     frame_width: int = Field(1280, gt=0, le=100_000)  # Frigate camera: detect width, px
     signed: bool = False  # Modbus: the register holds a two's-complement int16
+    # Modbus: what the register(s) from ``ref`` hold; 32-bit types span two registers
+    data_type: Literal[MODBUS_DATA_TYPES] | None = None  # type: ignore[valid-type]
+    # Modbus, 32-bit types: "big" = the high 16 bits in the first register (ref's own)
+    word_order: Literal["big", "little"] | None = None
 
     @model_validator(mode="after")
     def _thresholds(self) -> Device:
@@ -145,6 +163,22 @@ class Device(Strict):
         if self.scale == 0:
             raise ValueError("scale must not be 0 (every reading would be 0)")
         return self
+
+    @property
+    def modbus_type(self) -> str:
+        """The Modbus data type in effect: ``signed: true`` is ``int16``; else uint16."""
+        if self.data_type is not None:
+            return self.data_type
+        return "int16" if self.signed else "uint16"
+
+    @property
+    def modbus_word_order(self) -> str:
+        return self.word_order or "big"
+
+    @property
+    def modbus_width(self) -> int:
+        """Registers the device's value spans on a Modbus feed (2 for 32-bit types)."""
+        return 2 if self.modbus_type in MODBUS_32BIT else 1
 
     @property
     def radius(self) -> float:
@@ -183,6 +217,22 @@ class PanelPrinterFeed(_SerialFeed):
 class Gb26875Feed(_FeedBase):
     type: Literal["gb26875"]
     listen: str = Field(pattern=r"^[^:]+:\d+$")
+    # the centre's 6-byte address in replies: an integer, or "38 5B 01 00 00 00" (wire
+    # order, low byte first, as the fact sheet writes frames)
+    centre_address: int | str = 0
+    # how far the UITDs' clocks run ahead of UTC; None: the site's utc_offset
+    utc_offset: str | None = Field(None, pattern=UTC_OFFSET)
+
+    @field_validator("centre_address", mode="before")
+    @classmethod
+    def _address(cls, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError("give an integer or six hex bytes such as '38 5B 01 00 00 00'")
+        return gb26875_address(v)
+
+    @property
+    def centre_address_int(self) -> int:
+        return int(self.centre_address)
 
 
 class ModbusFeed(_SerialFeed):
@@ -320,7 +370,7 @@ class Site(Strict):
     journal: str | None = None
     journal_max_mb: float = Field(512.0, gt=0)  # trouble at 80 %, signals shed at 95 %
     journal_keep_days: float = Field(30.0, gt=0)  # finished, forwarded steps kept this long
-    utc_offset: str = Field("+08:00", pattern=r"^[+-]([01][0-9]|2[0-3]):[0-5][0-9]$")
+    utc_offset: str = Field("+08:00", pattern=UTC_OFFSET)
     cap: Cap = Cap()
 
     def device(self, device_id: str) -> Device | None:
@@ -461,6 +511,54 @@ def _feed_refs(site: Site) -> list[tuple[str, str]]:
             problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
         if d.signed and types[d.feed] != "modbus":
             problems.append((f"devices[{i}].signed", "only for Modbus registers"))
+    problems.extend(_modbus_values(site, types))
+    return problems
+
+
+def _modbus_values(site: Site, types: dict[str, str]) -> list[tuple[str, str]]:
+    """``data_type``/``word_order``: only on Modbus devices, consistent with ``signed``,
+    and a 32-bit value's second register belonging to no other device."""
+    problems: list[tuple[str, str]] = []
+    spans: dict[tuple[str, int], list[tuple[int, int, int]]] = {}  # (feed, unit) -> spans
+    for i, d in enumerate(site.devices):
+        on_modbus = d.feed is not None and types.get(d.feed) == "modbus"
+        for key in ("data_type", "word_order"):
+            if getattr(d, key) is not None and not on_modbus:
+                problems.append((f"devices[{i}].{key}", "only for devices on a modbus feed"))
+        if not on_modbus:
+            continue
+        if d.signed and d.data_type not in (None, "int16"):
+            problems.append((f"devices[{i}].signed",
+                             f"signed: true means data_type int16, which contradicts "
+                             f"data_type: {d.data_type}; give data_type alone"))
+        if d.word_order is not None and d.modbus_type not in MODBUS_32BIT:
+            problems.append((f"devices[{i}].word_order",
+                             f"only for 32-bit values (data_type {', '.join(MODBUS_32BIT)}); "
+                             f"a {d.modbus_type} register has no word order"))
+        if d.ref is None or not REF_FORMATS["modbus"][0].match(d.ref):
+            continue  # already reported
+        unit, register = (int(p) for p in d.ref.split(":"))
+        if not 1 <= unit <= 247 or register > 65535:
+            continue  # already reported
+        width = d.modbus_width
+        if register + width - 1 > 65535:
+            problems.append((f"devices[{i}].ref", f"a {d.modbus_type} value takes registers "
+                             f"{register} and {register + 1}; the last register is 65535"))
+            continue
+        spans.setdefault((d.feed, unit), []).append((register, register + width - 1, i))  # type: ignore[arg-type]
+    for (feed, unit), items in spans.items():
+        items.sort()
+        reach = items[0]  # the span seen so far that reaches furthest
+        for b0, b1, j in items[1:]:
+            a0, a1, i = reach
+            if b0 <= a1 and (a1 > a0 or b1 > b0):  # an overlap involving a 32-bit value
+                di = site.devices[i]
+                problems.append((f"devices[{j}].ref",
+                                 f"register {b0} of unit {unit} on feed {feed!r} is already "
+                                 f"read by devices[{i}] ({di.id}, {di.modbus_type} at "
+                                 f"registers {a0}..{a1})"))
+            if b1 > a1:
+                reach = (b0, b1, j)
     return problems
 
 

@@ -11,6 +11,7 @@ never stops the other feeds or the engine.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,8 +21,9 @@ import structlog
 from drivers.analog import Threshold
 from drivers.feed import FeedEvent, Garbage, Reading, Reset, Seen, Trouble
 from drivers.frigate import CameraView, Frigate
+from drivers.gb26875 import parse_utc_offset
 from drivers.gb26875_server import Gb26875Server
-from drivers.modbus import ModbusPoller
+from drivers.modbus import ModbusPoller, ValueType
 from drivers.panel_printer import PrinterParser
 from drivers.serial_link import SerialFeed
 from drivers.signal import Signal
@@ -34,6 +36,17 @@ log = structlog.get_logger("firegrid.feeds")
 Submit = Callable[[str, int, Any, bool], None]  # kind, received_ns, data, urgent
 RESTART_MAX_S = 5.0
 GARBAGE_LOG_EVERY_S = 5.0  # a panel spewing junk is counted in full, logged now and then
+
+
+def _where(device: Device, ref: str) -> str:
+    """Where a bad reading came from: a Modbus unit and its register(s), or the ref."""
+    unit, sep, register = ref.partition(":")
+    if sep and unit.isdigit() and register.isdigit():
+        first = int(register)
+        regs = (f"registers {first}..{first + 1}" if device.modbus_width == 2
+                else f"register {first}")
+        return f"unit {int(unit)} {regs} ({device.modbus_type}, ref {ref})"
+    return f"ref {ref}"
 
 
 class FeedHub:
@@ -140,12 +153,21 @@ class FeedHub:
                 th = self.thresholds[device.id] = Threshold(device.scale, device.alarm_at,
                                                             device.clear_at)
             raw = ev.raw
-            if device.signed and 32768 <= raw <= 65535:  # a negative int16 in a uint16 word
-                raw -= 65536
+            if device.modbus_type == "int16" and 32768 <= raw <= 65535:
+                raw -= 65536  # a bare int16 word (the poller decodes; a codec may not)
+            if isinstance(raw, float) and not math.isfinite(raw):
+                # a float32 register holding NaN or inf: a sensor's "no value", never
+                # compared with a threshold; the unit did answer, so it is alive
+                self.metrics.drop("bad_payload")
+                self._log_garbage(device.feed or "", f"{device.id}: reading {raw!r} is not "
+                                  "a finite number; ignored", where=_where(device, ev.ref))
+                self.submit("seen", now, device.id, False)
+                return
             value, edge = th.update(raw)
         except ValueError as exc:
             self.metrics.drop("bad_payload")
-            self._log_garbage(device.feed or "", f"{device.id}: {exc}")
+            self._log_garbage(device.feed or "", f"{device.id}: {exc}",
+                              where=_where(device, ev.ref))
             return
         state = "alarm" if th.state == "alarm" else "clear"
         self.submit("signal", now, Signal(device.id, state, None, value), edge == "alarm")
@@ -168,29 +190,40 @@ class FeedHub:
         """One coroutine factory per feed that has its own transport, plus codec timers."""
         out: list[Callable[[], Awaitable[None]]] = []
         for feed in self.site.feeds:
-            name = feed.name
-            emit = self._emitter(name)
-            link = self._linker(name)
-            if feed.type == "panel-printer":
-                dialect = feed.dialect
-                transport: Any = SerialFeed(feed.port, feed.baud,
-                                            lambda d=dialect: PrinterParser(d), emit, link,
-                                            bytesize=feed.bytesize, parity=feed.parity,
-                                            stopbits=feed.stopbits)
-            elif feed.type == "gb26875":
-                transport = Gb26875Server(feed.listen, emit, link)
-            elif feed.type == "modbus":
-                refs = [d.ref for d in self.site.feed_devices(name) if d.ref]
-                transport = ModbusPoller(feed.port, feed.baud, refs, emit, link,
-                                         poll_s=feed.poll_s, registers=feed.registers,
-                                         timeout_s=feed.timeout_s, bytesize=feed.bytesize,
-                                         parity=feed.parity, stopbits=feed.stopbits)
-            else:
-                continue
-            out.append(self._guarded(name, transport.run))
+            transport = self.transport(feed.name)
+            if transport is not None:
+                out.append(self._guarded(feed.name, transport.run))
         if any(isinstance(c, Zigbee2Mqtt) for _n, c, _b in self.mqtt_codecs):
             out.append(self._guarded("zigbee2mqtt-timers", self._codec_timers))
         return out
+
+    def transport(self, name: str) -> SerialFeed | Gb26875Server | ModbusPoller | None:
+        """The transport of feed ``name`` as configured (None for the MQTT-borne feeds)."""
+        feed = self.site.feed(name)
+        if feed is None:
+            return None
+        emit = self._emitter(name)
+        link = self._linker(name)
+        if feed.type == "panel-printer":
+            dialect = feed.dialect
+            return SerialFeed(feed.port, feed.baud, lambda d=dialect: PrinterParser(d), emit,
+                              link, bytesize=feed.bytesize, parity=feed.parity,
+                              stopbits=feed.stopbits)
+        if feed.type == "gb26875":
+            # the UITDs' clocks: the feed's utc_offset, else the site's (+08:00 default)
+            offset = parse_utc_offset(feed.utc_offset or self.site.utc_offset)
+            return Gb26875Server(feed.listen, emit, link, address=feed.centre_address_int,
+                                 utc_offset_s=offset)
+        if feed.type == "modbus":
+            devices = [d for d in self.site.feed_devices(name) if d.ref]
+            refs = [d.ref for d in devices if d.ref]
+            types = {d.ref: ValueType(d.modbus_type, d.modbus_word_order)
+                     for d in devices if d.ref and d.modbus_type != "uint16"}
+            return ModbusPoller(feed.port, feed.baud, refs, emit, link, poll_s=feed.poll_s,
+                                registers=feed.registers, timeout_s=feed.timeout_s,
+                                bytesize=feed.bytesize, parity=feed.parity,
+                                stopbits=feed.stopbits, types=types)
+        return None
 
     def _emitter(self, feed: str) -> Callable[[list[FeedEvent]], None]:
         def emit(events: list[FeedEvent]) -> None:

@@ -417,3 +417,100 @@ def test_signed_only_for_modbus_registers() -> None:
     assert parse_site(ok).device("co-1").signed is True
     bad = CONTRACT_SITE.replace('ref: "004-004"}', 'ref: "004-004", signed: true}')
     at_place(problems(bad), "devices[6].signed", "Modbus", line_of(bad, "004-004"))
+
+
+# ------------------------------------------- Modbus value types, GB/T 26875.3 centre keys
+
+GAS_1 = 'ref: "1:0",\n     scale: 0.1, alarm_at: 25, clear_at: 10}'  # devices[8] on rs485
+
+
+def test_modbus_data_type_and_word_order() -> None:
+    text = CONTRACT_SITE.replace(GAS_1, 'ref: "1:0", data_type: float32, word_order: little,\n'
+                                        '     alarm_at: 25, clear_at: 10}')
+    gas = parse_site(text).device("gas-1")
+    assert (gas.modbus_type, gas.modbus_word_order, gas.modbus_width) == ("float32", "little", 2)
+    co = parse_site(CONTRACT_SITE).device("co-1")
+    assert (co.modbus_type, co.modbus_word_order, co.modbus_width) == ("uint16", "big", 1)
+    signed = parse_site(CONTRACT_SITE.replace('ref: "2:7", scale: 1}',
+                                              'ref: "2:7", scale: 1, signed: true}'))
+    assert signed.device("co-1").modbus_type == "int16"  # signed: true keeps meaning int16
+    both = parse_site(CONTRACT_SITE.replace('ref: "2:7", scale: 1}',
+                                            'ref: "2:7", signed: true, data_type: int16}'))
+    assert both.device("co-1").modbus_type == "int16"
+
+
+@pytest.mark.parametrize(("extra", "place", "needle"), [
+    ("signed: true, data_type: float32", "devices[10].signed",
+     "contradicts data_type: float32"),
+    ("signed: true, data_type: uint32", "devices[10].signed", "contradicts data_type: uint32"),
+    ("word_order: little", "devices[10].word_order", "a uint16 register has no word order"),
+    ("data_type: int16, word_order: big", "devices[10].word_order", "only for 32-bit"),
+    ("data_type: int64", "devices[10].data_type", "input should be"),
+    ("data_type: float32, word_order: middle", "devices[10].word_order", "input should be"),
+    ("wordorder: little", "devices[10].wordorder", "unknown key"),
+])
+def test_contradictory_or_unknown_modbus_value_keys(extra: str, place: str,
+                                                     needle: str) -> None:
+    text = CONTRACT_SITE.replace('ref: "2:7", scale: 1}', f'ref: "2:7", {extra}}}')
+    at_place(problems(text), place, needle, line_of(text, '"2:7"'))
+
+
+def test_modbus_value_keys_only_on_modbus_devices() -> None:
+    bad = CONTRACT_SITE.replace('ref: "004-004"}', 'ref: "004-004", data_type: float32}')
+    at_place(problems(bad), "devices[6].data_type", "modbus feed", line_of(bad, "004-004"))
+    bad = edit(SMK_302, SMK_302[:-1] + ", word_order: big}", CONTRACT_SITE.replace(
+        "{id: flame-1, kind: flame, floor: 2, x: 9.0, y: 6.0}", SMK_302))
+    assert any("word_order: only for devices on a modbus feed" in x for x in problems(bad))
+
+
+def test_a_32_bit_value_owns_its_second_register() -> None:
+    extra = ('  - {id: gas-2, kind: gas, floor: 1, x: 6.0, y: 7.0, feed: rs485, ref: "1:1"}\n'
+             'feeds:\n')
+    text = CONTRACT_SITE.replace(GAS_1, 'ref: "1:0", data_type: uint32}').replace(
+        "feeds:\n", extra, 1)
+    at_place(problems(text), "devices[13].ref",
+             "register 1 of unit 1 on feed 'rs485' is already read by devices[8] (gas-1, "
+             "uint32 at registers 0..1)", line_of(text, "gas-2"))
+    # the next register after the pair is free, and another unit's register 1 too
+    ok = text.replace('ref: "1:1"}', 'ref: "1:2"}')
+    assert parse_site(ok).device("gas-2").ref == "1:2"
+    ok = text.replace('ref: "1:1"}', 'ref: "3:1"}')
+    assert parse_site(ok).device("gas-2").ref == "3:1"
+    # a 32-bit value cannot start at the last register
+    last = CONTRACT_SITE.replace(GAS_1, 'ref: "1:65535", data_type: float32}')
+    at_place(problems(last), "devices[8].ref", "takes registers 65535 and 65536",
+             line_of(last, "gas-1"))
+
+
+@pytest.mark.parametrize("address", ["88888", '"38 5B 01 00 00 00"', '"38 5b 01 00 00 00"'])
+def test_gb26875_centre_address_as_number_or_wire_bytes(address: str) -> None:
+    text = CONTRACT_SITE.replace('listen: "127.0.0.1:9000"}',
+                                 f'listen: "127.0.0.1:9000", centre_address: {address}}}')
+    feed = parse_site(text).feed("uitd")
+    assert feed is not None and feed.centre_address_int == 0x015B38 == 88888
+
+
+def test_gb26875_defaults_and_utc_offset() -> None:
+    site = parse_site(CONTRACT_SITE)
+    feed = site.feed("uitd")
+    assert feed.centre_address_int == 0 and feed.utc_offset is None  # the site's: +08:00
+    assert site.utc_offset == "+08:00"
+    text = CONTRACT_SITE.replace('listen: "127.0.0.1:9000"}',
+                                 'listen: "127.0.0.1:9000", utc_offset: "+00:00"}')
+    assert parse_site(text).feed("uitd").utc_offset == "+00:00"
+
+
+@pytest.mark.parametrize(("value", "place", "needle"), [
+    ("centre_address: 281474976710656", "centre_address", "outside 0..281474976710655"),
+    ("centre_address: -1", "centre_address", "outside 0.."),
+    ('centre_address: "385B01000000"', "centre_address", "six hex bytes"),
+    ('centre_address: "38 5B 01 00 00"', "centre_address", "six hex bytes"),
+    ("centre_address: true", "centre_address", "integer or six hex bytes"),
+    ('utc_offset: "8"', "utc_offset", "should match pattern"),
+    ("utc_offset: 8", "utc_offset", "valid string"),
+    ("centre_addr: 1", "centre_addr", "unknown key"),
+])
+def test_gb26875_bad_centre_keys(value: str, place: str, needle: str) -> None:
+    text = CONTRACT_SITE.replace('listen: "127.0.0.1:9000"}',
+                                 f'listen: "127.0.0.1:9000", {value}}}')
+    at_place(problems(text), f"feeds[3].{place}", needle, line_of(text, "127.0.0.1:9000"))

@@ -54,9 +54,12 @@ from drivers.gb26875 import (
     decode_frame,
     encode_frame,
     fit_description,
+    label_text,
     label_to_unix,
+    parse_address,
     parse_adu,
     parse_ref,
+    parse_utc_offset,
     read_description,
     time_label,
 )
@@ -176,7 +179,9 @@ def test_centre_answers_smoke_fire_with_the_vendors_确认() -> None:
     events, reply = CentreSession(CENTRE).receive(SMOKE, NOW_REPLY)
     assert reply == ACK
     ts = datetime(2012, 9, 26, 9, 58, 2, tzinfo=UTC).timestamp()
-    assert events == [Signal(SMOKE_REF, "alarm", ts=ts), Seen(None)]
+    assert events == [Signal(SMOKE_REF, "alarm", ts=ts,
+                             meta=(("device_time", "2012-09-26T09:58:02+00:00"),)),
+                      Seen(None)]
 
 
 def test_centre_answers_a_bad_checksum_with_the_vendors_否认() -> None:
@@ -416,6 +421,74 @@ def test_time_labels() -> None:
     assert time_label(float("nan")) == time_label(0.0) == (0, 0, 0, 1, 1, 0)
 
 
+BEIJING = 8 * 3600
+
+
+def test_centre_address_and_beijing_time_keep_the_vendors_确认_byte_exact() -> None:
+    """The vendor's 确认 carries its centre's address (38 5B 01 00 00 00) and 09:58:35 on
+    its Beijing clock: a centre configured so, at 01:58:35 UTC, answers byte for byte."""
+    session = CentreSession(parse_address("38 5B 01 00 00 00"), utc_offset_s=BEIJING)
+    events, reply = session.receive(SMOKE, NOW_REPLY - BEIJING)
+    assert reply == ACK
+    utc = datetime(2012, 9, 26, 1, 58, 2, tzinfo=UTC).timestamp()  # 09:58:02 Beijing
+    assert events == [Signal(SMOKE_REF, "alarm", ts=utc,
+                             meta=(("device_time", "2012-09-26T09:58:02+08:00"),)),
+                      Seen(None)]
+    bad = SMOKE[:-3] + b"\x47" + SMOKE[-2:]
+    assert session.receive(bad, NOW_REPLY - BEIJING)[1] == NAK
+
+
+@pytest.mark.parametrize("centre", [0, 1, 0x0A0B0C0D0E0F, (1 << 48) - 1])
+def test_replies_come_from_the_configured_centre_address(centre: int) -> None:
+    _, reply = CentreSession(centre).receive(SMOKE, NOW_REPLY)
+    assert reply[12:18] == centre.to_bytes(6, "little")  # source: the centre
+    assert reply[18:24] == SMOKE[12:18]  # destination: the device that sent it
+    assert reply[27] == sum(reply[2:27]) & 0xFF
+    # the same bytes as the vendor's 确认 but for the address and the checksum
+    assert reply[:12] + reply[18:27] == ACK[:12] + ACK[18:27]
+    assert decode_frame(reply).src == centre
+
+
+def test_addresses_as_numbers_or_wire_bytes() -> None:
+    assert parse_address("38 5B 01 00 00 00") == 0x015B38 == parse_address(88888)
+    assert parse_address("79 03 00 00 00 00") == 0x0379
+    assert parse_address("01 02 03 04 05 06") == 0x060504030201
+    assert parse_address(0) == 0 and parse_address((1 << 48) - 1) == (1 << 48) - 1
+    for bad in (-1, 1 << 48, True, "385B01000000", "38 5B 01 00 00", "38-5B-01-00-00-00",
+                "0x15B38", "88888", 1.5):
+        with pytest.raises(ValueError):
+            parse_address(bad)  # type: ignore[arg-type]
+
+
+def test_utc_offsets() -> None:
+    assert parse_utc_offset("+08:00") == BEIJING
+    assert parse_utc_offset("-03:30") == -12600
+    assert parse_utc_offset("+00:00") == 0 == parse_utc_offset("-00:00")
+    for bad in ("8", "+8:00", "08:00", "+24:00", "+08:60", "UTC+8", 8):
+        with pytest.raises(ValueError):
+            parse_utc_offset(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="utc_offset_s"):
+        CentreSession(0, utc_offset_s=90_000)
+
+
+def test_time_labels_in_a_zone() -> None:
+    assert time_label(NOW_REPLY - BEIJING, BEIJING) == T_REPLY
+    assert label_to_unix(T_REPLY, BEIJING) == NOW_REPLY - BEIJING
+    assert label_text(T_EVENT, BEIJING) == "2012-09-26T09:58:02+08:00"
+    assert label_text(T_EVENT) == "2012-09-26T09:58:02+00:00"
+    assert label_text((0, 0, 0, 31, 2, 12)) == "invalid 00 00 00 1F 02 0C"
+    # a clock ahead of UTC still gives the 2000 label for a time it cannot write
+    assert time_label(0.0, -3600) == (0, 0, 0, 1, 1, 0)
+
+
+@given(st.integers(946_684_800 + 86_400, 4_102_444_800 - 2 * 86_400),
+       st.integers(-(24 * 3600 - 60), 24 * 3600 - 60).map(lambda s: s - s % 60))
+def test_time_label_round_trip_in_any_zone(unix_s: int, offset_s: int) -> None:
+    label = time_label(unix_s, offset_s)
+    assert label_to_unix(label, offset_s) == unix_s
+    assert label_to_unix(label, 0) == unix_s + offset_s  # the same fields read as UTC
+
+
 def test_refs() -> None:
     assert parse_ref(SMOKE_REF) == (1, 1, 131082)
     assert parse_ref("23/4") == (23, 4, None)
@@ -431,6 +504,13 @@ def upload(objs: list, serial: int = 7) -> bytes:
     return frame(build_adu(objs), serial)
 
 
+def stamped(ref: str, state: str, label: tuple[int, ...] = T_EVENT, offset_s: int = 0
+            ) -> Signal:
+    """The Signal a time-stamped object gives: ``ts`` and the label as audit text."""
+    return Signal(ref, state, ts=label_to_unix(label, offset_s),
+                  meta=(("device_time", label_text(label, offset_s)),))
+
+
 def session_events(data: bytes) -> list[FeedEvent]:
     events, _ = CentreSession(CENTRE).receive(data, NOW_REPLY)
     return events
@@ -442,21 +522,21 @@ def session_events(data: bytes) -> list[FeedEvent]:
 ])
 def test_component_status_to_signal(status: int, state: str) -> None:
     events = session_events(upload([ComponentStatus(1, 1, 42, 10, status, "x", T_EVENT)]))
-    assert events == [Signal("1/1/10", state, ts=label_to_unix(T_EVENT)), Seen(None)]
+    assert events == [stamped("1/1/10", state), Seen(None)]
 
 
 def test_component_with_bad_time_has_no_ts() -> None:
     events = session_events(upload([ComponentStatus(1, 1, 42, 10, 2, "", (0,) * 6)]))
-    assert events[0] == Signal("1/1/10", "alarm")
+    assert events[0] == Signal("1/1/10", "alarm",
+                               meta=(("device_time", "invalid 00 00 00 00 00 00"),))
 
 
 def test_system_status_mapping() -> None:
-    ts = label_to_unix(T_EVENT)
     events = session_events(upload([SystemStatus(1, 2, 0x2302, T_EVENT),
                                     SystemStatus(1, 3, 0x0001, T_EVENT),
                                     SystemStatus(1, 4, 0x0404, T_EVENT)]))
     assert events == [
-        Reset("1/2"), Signal("1/2", "alarm", ts=ts),
+        Reset("1/2"), stamped("1/2", "alarm"),
         Trouble("1/2", "fault", True, "mains fault, backup power fault"),
         Trouble("1/3", "fault", False),
         Trouble("1/4", "fault", True, "fault, bus fault"),
@@ -466,8 +546,7 @@ def test_system_status_mapping() -> None:
 
 def test_uitd_status_mapping() -> None:
     events = session_events(upload([UitdStatus(0x03, T_EVENT)]))
-    assert events[:2] == [Signal("uitd", "alarm", ts=label_to_unix(T_EVENT)),
-                          Trouble("uitd", "fault", False)]
+    assert events[:2] == [stamped("uitd", "alarm"), Trouble("uitd", "fault", False)]
     events = session_events(upload([UitdStatus(0x71, T_EVENT)]))
     assert events[0] == Trouble("uitd", "fault", True, "backup power fault, channel to "
                                 "centre fault, monitoring line fault")
@@ -500,7 +579,7 @@ def test_unknown_command_and_over_long_length_are_denied() -> None:
     nak, ack = reply[:30], reply[30:]
     assert (decode_frame(nak).command, decode_frame(nak).serial) == (CMD_DENY, 13)
     assert ack == ACK
-    assert Signal(SMOKE_REF, "alarm", ts=label_to_unix(T_EVENT)) in events
+    assert stamped(SMOKE_REF, "alarm") in events
 
 
 def test_bad_tail_is_denied() -> None:
@@ -756,6 +835,33 @@ async def test_tcp_twin_fire_clear_reset_heartbeat(centre: Running) -> None:
                      ("Reading", None)]
     assert sum(isinstance(e, Seen) for e in centre.events) == 6
     assert Trouble("uitd", "fault", True, "mains fault") in centre.events
+
+
+async def test_tcp_twin_in_beijing_time_to_a_centre_in_beijing_time() -> None:
+    """Device and centre both on Beijing time (the field's and firegrid's default): the
+    alarm's device time is the real instant, and the 确认 comes from the centre's address
+    with a Beijing-time label."""
+    events: Events = []
+    server = Gb26875Server("127.0.0.1:0", events.extend, lambda up, why: None,
+                           address=0x0A0B0C, utc_offset_s=BEIJING)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.started.wait(), 5)
+        async with Uitd("127.0.0.1", server.port, centre=0x0A0B0C, timeout_s=2) as dev:
+            assert dev.utc_offset_s == BEIJING  # the simulator's default
+            sent = time.time()
+            assert await dev.fire(SMOKE_REF)
+            [ack] = [r for r in dev.received if r.command == CMD_CONFIRM]
+            assert ack.src == 0x0A0B0C
+            at = label_to_unix(ack.time, BEIJING)
+            assert at is not None and abs(at - sent) < 3
+        [sig] = [e for e in events if isinstance(e, Signal)]
+        assert sig.ts is not None and abs(sig.ts - sent) < 3
+        assert dict(sig.meta)["device_time"].endswith("+08:00")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_tcp_twin_fault_injection(centre: Running) -> None:

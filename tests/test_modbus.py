@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import shutil
 import statistics
 import sys
@@ -27,9 +28,20 @@ from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.feed import FeedEvent, Reading, Trouble
-from drivers.modbus import Block, ModbusPoller, parse_ref, plan_blocks, split_block
+from drivers.modbus import (
+    DATA_TYPES,
+    Block,
+    ModbusPoller,
+    ValueType,
+    parse_ref,
+    plan_blocks,
+    split_block,
+)
 from firmware_sim.lab import PtyPair
-from firmware_sim.modbus_device import ModbusDeviceSim
+from firmware_sim.modbus_device import ModbusDeviceSim, Value, _parse_set
+from gateway.config import parse_site
+from gateway.feeds import FeedHub
+from gateway.metrics import Metrics
 from tests import harness
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
@@ -141,6 +153,118 @@ def test_plan_covers_every_ref_once_with_fewest_requests(refs: list[str], cap: i
             assert nxt.start - prev.start >= cap
 
 
+# --- values over one or two registers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("vt", "registers", "value"), [
+    (ValueType(), [0xFFFF], 65535),
+    (ValueType("int16"), [0xFFFF], -1),
+    (ValueType("int16"), [0x8000], -32768),
+    (ValueType("int32"), [0xFFFF, 0xFFFE], -2),
+    (ValueType("int32", "little"), [0xFFFE, 0xFFFF], -2),
+    (ValueType("uint32"), [0x0001, 0x1170], 70000),
+    (ValueType("uint32", "little"), [0x1170, 0x0001], 70000),
+    (ValueType("float32"), [0x4148, 0x0000], 12.5),  # IEEE-754 0x41480000
+    (ValueType("float32", "little"), [0x0000, 0x4148], 12.5),
+    (ValueType("float32"), [0xC2F6, 0xE979], -123.456001281738),
+])
+def test_value_types_decode_known_words(vt: ValueType, registers: list[int],
+                                        value: float) -> None:
+    assert vt.decode(registers) == pytest.approx(value, rel=1e-12)
+    assert vt.encode(vt.decode(registers)) == registers
+
+
+def test_float32_nan_and_inf_decode_as_such() -> None:
+    vt = ValueType("float32")
+    assert math.isnan(vt.decode([0x7FC0, 0x0000]))
+    assert vt.decode([0x7F80, 0x0000]) == math.inf
+    assert vt.decode([0xFF80, 0x0000]) == -math.inf
+
+
+_VALUES = {
+    "int16": st.integers(-(1 << 15), (1 << 15) - 1),
+    "uint16": st.integers(0, (1 << 16) - 1),
+    "int32": st.integers(-(1 << 31), (1 << 31) - 1),
+    "uint32": st.integers(0, (1 << 32) - 1),
+    "float32": st.floats(width=32, allow_nan=False),
+}
+
+
+@given(st.sampled_from(DATA_TYPES).flatmap(
+    lambda dt: st.tuples(st.just(dt), st.sampled_from(["big", "little"]), _VALUES[dt])))
+def test_value_types_round_trip(case: tuple[str, str, float]) -> None:
+    data_type, order, value = case
+    vt = ValueType(data_type, order)
+    words = vt.encode(value)
+    assert len(words) == vt.width == (2 if data_type.endswith("32") else 1)
+    assert all(0 <= w <= 0xFFFF for w in words)
+    assert vt.decode(words) == value
+    if vt.width == 2:  # the two orders are the same words, swapped
+        assert ValueType(data_type, "big" if order == "little" else "little").encode(
+            value) == words[::-1]
+
+
+@given(st.sampled_from(["int32", "uint32", "float32"]), st.sampled_from(["big", "little"]),
+       st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_any_two_words_decode_to_a_number_of_the_type(data_type: str, order: str,
+                                                      hi: int, lo: int) -> None:
+    value = ValueType(data_type, order).decode([hi, lo])
+    if data_type == "float32":
+        assert isinstance(value, float)
+        if math.isfinite(value):
+            assert ValueType(data_type, order).decode(
+                ValueType(data_type, order).encode(value)) == value
+    else:
+        assert isinstance(value, int)
+
+
+def test_value_types_refuse_what_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="data_type must be one of"):
+        ValueType("int64")
+    with pytest.raises(ValueError, match="word_order"):
+        ValueType("float32", "middle")
+    with pytest.raises(ValueError, match=r"int32 value must be -2147483648\.\.2147483647"):
+        ValueType("int32").encode(1 << 31)
+    with pytest.raises(ValueError, match="integer"):
+        ValueType("uint32").encode(1.5)
+    with pytest.raises(ValueError, match="cannot hold"):
+        ValueType("float32").encode(1e39)
+    with pytest.raises(ValueError, match="needs 2 registers"):
+        ValueType("float32").decode([1])
+
+
+def test_a_32_bit_value_is_read_whole_in_one_request() -> None:
+    widths = {"1:3": 2}
+    [block] = plan_blocks(["1:0", "1:3"], widths=widths)
+    assert (block.start, block.count) == (0, 5)  # registers 0..4: both words of 1:3
+    # at the 125 cap: a value whose second word would fall outside starts a new request
+    assert [(b.start, b.count) for b in plan_blocks(["1:0", "1:123"], widths={"1:123": 2})
+            ] == [(0, 125)]
+    assert [(b.start, b.count) for b in plan_blocks(["1:0", "1:124"], widths={"1:124": 2})
+            ] == [(0, 1), (124, 2)]
+    # the fallback to single reads keeps the two words of a value together
+    block = Block(3, 0, 9, ((0, "3:0"), (5, "3:5"), (7, "3:7")))
+    assert split_block(block, {"3:5": 2, "3:7": 2}) == [
+        Block(3, 0, 1, ((0, "3:0"),)), Block(3, 5, 2, ((5, "3:5"),)),
+        Block(3, 7, 2, ((7, "3:7"),))]
+    with pytest.raises(ValueError, match="runs past register 65535"):
+        plan_blocks(["1:65535"], widths={"1:65535": 2})
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 400), st.sampled_from([1, 2])),
+                min_size=1, max_size=30), st.integers(2, 125))
+def test_plan_keeps_every_value_inside_one_request(cells: list[tuple[int, int, int]],
+                                                   cap: int) -> None:
+    widths = {f"{u}:{r}": w for u, r, w in cells}
+    blocks = plan_blocks(list(widths), max_count=cap, widths=widths)
+    assert sorted(ref for b in blocks for _, ref in b.refs) == sorted(widths)
+    for b in blocks:
+        assert 1 <= b.count <= cap
+        for reg, ref in b.refs:
+            assert b.start <= reg and reg + widths[ref] <= b.start + b.count
+        assert max(reg + widths[ref] for reg, ref in b.refs) == b.start + b.count  # tight
+
+
 # --- constructor checks --------------------------------------------------------------------
 
 
@@ -155,6 +279,9 @@ def test_plan_covers_every_ref_once_with_fewest_requests(refs: list[str], cap: i
         ({"baud": 0}, "baud"),
         ({"parity": "X"}, "parity"),
         ({"port": ""}, "port"),
+        ({"types": {"1:1": ValueType("float32")}}, "not polled"),
+        ({"refs": ["1:65535"], "types": {"1:65535": ValueType("uint32")}},
+         "runs past register 65535"),
     ],
 )
 def test_poller_rejects_bad_settings(kwargs: dict[str, object], message: str) -> None:
@@ -367,7 +494,8 @@ async def test_simulator_command_line(ptys: PtyPair) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "firmware_sim.modbus_device", "--port", str(ptys.device),
         "--unit", "1", "--register", "0", "--value", "100", "--set", "1:1=0x10",
-        "--set", "3:7=7", cwd=Path(__file__).resolve().parent.parent,
+        "--set", "3:7=7", "--set", "3:8=-2.5:float32:little",
+        cwd=Path(__file__).resolve().parent.parent,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -375,12 +503,14 @@ async def test_simulator_command_line(ptys: PtyPair) -> None:
         line = await asyncio.wait_for(proc.stdout.readline(), 10)
         assert b"serving on" in line
         rec = Recorder()
-        poller = ModbusPoller(str(ptys.gateway), 9600, ["1:0", "1:1", "3:7"], rec.emit,
-                              rec.link, poll_s=POLL_S, timeout_s=TIMEOUT_S)
+        refs = ["1:0", "1:1", "3:7", "3:8"]
+        poller = ModbusPoller(str(ptys.gateway), 9600, refs, rec.emit, rec.link,
+                              poll_s=POLL_S, timeout_s=TIMEOUT_S,
+                              types={"3:8": ValueType("float32", "little")})
         async with running(poller):
-            await eventually(lambda: all(rec.readings(r) for r in ["1:0", "1:1", "3:7"]),
+            await eventually(lambda: all(rec.readings(r) for r in refs),
                              1.0, "readings from the command-line simulator")
-        assert [rec.readings(r)[0][1] for r in ["1:0", "1:1", "3:7"]] == [100, 16, 7]
+        assert [rec.readings(r)[0][1] for r in refs] == [100, 16, 7, -2.5]
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 5) == 0
     finally:
@@ -407,3 +537,141 @@ def test_simulator_rejects_bad_setup() -> None:
         sim.silence(9)
     sim.set(1, 0, 42)
     assert sim.get(1, 0) == 42
+
+
+# --- 32-bit and float values over a real pty --------------------------------------------------
+
+
+def _typed_pymodbus_unit() -> SimDevice:
+    """A unit whose values pymodbus's own datastore encodes (big word order), plus one
+    little-endian float laid out by hand: firegrid's code makes none of these words."""
+    invalid = [SimData(address=0, datatype=DataType.INVALID)]
+    bits = [SimData(address=0, values=False, datatype=DataType.BITS)]
+    holding = [
+        SimData(address=0, values=12.5, datatype=DataType.FLOAT32),  # %LEL
+        SimData(address=2, values=-70000, datatype=DataType.INT32),
+        SimData(address=4, values=4_000_000_000, datatype=DataType.UINT32),
+        SimData(address=6, values=[0x0000, 0x4148], datatype=DataType.REGISTERS),  # 12.5 LE
+        SimData(address=8, values=math.nan, datatype=DataType.FLOAT32),  # sensor says "none"
+        SimData(address=10, values=-5, datatype=DataType.INT16),
+    ]
+    return SimDevice(id=7, simdata=(bits, bits, holding, invalid))
+
+
+@needs_socat
+async def test_poller_reads_32_bit_and_float_values_from_pymodbus_server(ptys: PtyPair) -> None:
+    ptys.start()
+    requests: list[bytes] = []
+
+    def trace(sending: bool, data: bytes) -> bytes:
+        if not sending:
+            requests.append(bytes(data))
+        return data
+
+    server = ModbusSerialServer([_typed_pymodbus_unit()], framer=FramerType.RTU,
+                                port=str(ptys.device), baudrate=9600, trace_packet=trace)
+    await server.serve_forever(background=True)
+    types = {"7:0": ValueType("float32"), "7:2": ValueType("int32"),
+             "7:4": ValueType("uint32"), "7:6": ValueType("float32", "little"),
+             "7:8": ValueType("float32"), "7:10": ValueType("int16")}
+    rec = Recorder()
+    poller = ModbusPoller(str(ptys.gateway), 9600, list(types), rec.emit, rec.link,
+                          poll_s=POLL_S, timeout_s=TIMEOUT_S, types=types)
+    # all six values, 11 registers, in one request: no value is read in two halves
+    assert [(b.unit, b.start, b.count) for b in poller.plan] == [(7, 0, 11)]
+    try:
+        async with running(poller):
+            await eventually(lambda: all(len(rec.readings(r)) >= 2 for r in types),
+                             3 * POLL_S + 1.0, "two readings of every value")
+        got = {r: rec.readings(r)[-1][1] for r in types}
+        assert got["7:0"] == 12.5 and got["7:6"] == 12.5
+        assert got["7:2"] == -70000 and got["7:4"] == 4_000_000_000 and got["7:10"] == -5
+        assert math.isnan(got["7:8"])  # passed on as NaN: the gateway drops it
+        assert not [ev for _, ev in rec.events if isinstance(ev, Trouble)]
+        # every request on the wire: unit 7, function 3, registers 0..10
+        assert requests and {r[:6] for r in requests} == {bytes([7, 3, 0, 0, 0, 11])}
+    finally:
+        await server.shutdown()
+
+
+GAS_SITE = """
+site: gas
+zones:
+  - {id: a, floor: 1, polygon: [[0,0],[10,0],[10,10],[0,10]]}
+feeds:
+  - {name: rs485, type: modbus, port: "PORT", poll_s: 0.2, timeout_s: 0.15}
+devices:
+  - {id: gas-f, kind: gas, floor: 1, x: 1, y: 1, feed: rs485, ref: "1:0",
+     data_type: float32, alarm_at: 25, clear_at: 10}
+  - {id: cnt-1, kind: gas, floor: 1, x: 2, y: 2, feed: rs485, ref: "1:2",
+     data_type: int32, word_order: little}
+  - {id: tmp-1, kind: temperature, floor: 1, x: 3, y: 3, feed: rs485, ref: "1:4",
+     signed: true, scale: 0.1}
+"""
+
+
+@needs_socat
+async def test_float_gas_detector_from_site_file_to_signals(ptys: PtyPair) -> None:
+    """The site file's types reach the poller through the gateway's FeedHub, the
+    simulator serves typed values, and a NaN between readings is counted, not an alarm
+    or a clear."""
+    ptys.start()
+    sim = ModbusDeviceSim(str(ptys.device), 9600, {1: {
+        0: Value(4.5, "float32"), 2: Value(-3, "int32", "little"), 4: Value(-12, "int16")}})
+    await sim.start()
+    got: list[tuple[str, object]] = []
+    metrics = Metrics()
+    hub = FeedHub(parse_site(GAS_SITE.replace("PORT", str(ptys.gateway))),
+                  lambda kind, _t, data, _u: got.append((kind, data)), metrics)
+    poller = hub.transport("rs485")
+    assert isinstance(poller, ModbusPoller)
+    assert [(b.start, b.count) for b in poller.plan] == [(0, 5)]
+
+    def values(device: str) -> list[tuple[str, float]]:
+        return [(d.state, d.value) for k, d in got  # type: ignore[attr-defined]
+                if k == "signal" and d.device == device]  # type: ignore[attr-defined]
+
+    try:
+        async with running(poller):
+            await eventually(lambda: all(values(d) for d in ("gas-f", "cnt-1", "tmp-1")),
+                             2.0, "a reading of every device")
+            assert values("gas-f")[0] == ("clear", 4.5)
+            assert values("cnt-1")[0] == ("clear", -3)
+            assert values("tmp-1")[0][1] == pytest.approx(-1.2)
+            sim.set(1, 0, 30.25, "float32")
+            await eventually(lambda: ("alarm", 30.25) in values("gas-f"), 1.0, "alarm")
+            sim.set(1, 0, math.nan, "float32")
+            await eventually(lambda: metrics.snapshot().get("dropped.bad_payload", 0) >= 2,
+                             1.0, "NaN counted")
+            assert values("gas-f")[-1][0] == "alarm", "a NaN is no clear"
+            assert ("seen", "gas-f") in got
+            sim.set(1, 0, 5.0, "float32")
+            await eventually(lambda: values("gas-f")[-1] == ("clear", 5.0), 1.0, "clear")
+            alarms = [v for v in values("gas-f") if v[0] == "alarm"]
+            assert all(v == 30.25 for _, v in alarms)
+    finally:
+        await sim.stop()
+
+
+def test_simulator_typed_values() -> None:
+    sim = ModbusDeviceSim("/dev/null", 9600, {1: {0: Value(12.5, "float32", "little"),
+                                                  2: Value(-2, "int32"), 4: 9}})
+    assert [sim.get(1, r) for r in range(5)] == [0x0000, 0x4148, 0xFFFF, 0xFFFE, 9]
+    sim.set(1, 2, 70000, "uint32", "little")
+    assert (sim.get(1, 2), sim.get(1, 3)) == (0x1170, 0x0001)
+    assert sim.get_value(1, 2, "uint32", "little") == 70000
+    sim.set(1, 0, math.inf, "float32")
+    assert sim.get_value(1, 0, "float32") == math.inf
+    with pytest.raises(KeyError, match="register 5"):
+        sim.set(1, 4, 1, "int32")  # register 5 is not simulated
+    with pytest.raises(ValueError, match="given twice"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {0: Value(1, "int32"), 1: 5}})
+    with pytest.raises(ValueError, match="does not fit int32"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {0: Value(1 << 31, "int32")}})
+    with pytest.raises(ValueError, match="runs past register 65535"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {65535: Value(1.0, "float32")}})
+    with pytest.raises(ValueError, match="data type must be one of"):
+        ModbusDeviceSim("/dev/null", 9600, {1: {0: Value(1, "int64")}})
+    assert _parse_set("1:0=12.5:float32:little") == (1, 0, Value(12.5, "float32", "little"))
+    assert _parse_set("2:4=-3:int32") == (2, 4, Value(-3, "int32", "big"))
+    assert _parse_set("1:1=0x10") == (1, 1, 16)
