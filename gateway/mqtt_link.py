@@ -233,18 +233,35 @@ class MqttLink:
         self.client_id = client_id or f"firegrid-gateway-{site}"
         self.extra = list(extra or [])  # feeds' own topics (zigbee2mqtt/+, frigate/events)
         self.external = external
-        self.client: aiomqtt.Client | None = None
+        self.client: aiomqtt.Client | None = None  # connected: publish on it
+        self._reading: aiomqtt.Client | None = None  # connecting or connected: ack on it
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.generation = 0
 
     def _client(self) -> aiomqtt.Client:
+        link = self
+
+        class Direct(asyncio.Queue):  # type: ignore[type-arg]
+            """aiomqtt's incoming queue, except that each message is handled on arrival.
+
+            aiomqtt's ``messages`` iterator starts a task and an ``asyncio.wait`` for every
+            message: three turns of the event loop each, which halved the messages per
+            second the gateway could read (bench/ingest.py, docs/benchmarks.md). Handing
+            the message to the handler where aiomqtt would queue it (``queue_type`` is
+            aiomqtt's own hook) keeps the order and the acknowledgement after the journal.
+            """
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                link._deliver(item)
+
         client = aiomqtt.Client(
             **self.target.client_kwargs(),
             identifier=self.client_id, clean_session=False, keepalive=10, timeout=5,
             will=aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True),
             # small alarm packets must not wait for Nagle + delayed ACK (~40 ms on Linux)
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            queue_type=Direct,
         )
         # after a reconnect every retained state is republished at once; aiomqtt would
         # log a raw "There are N pending publish calls" line for each beyond 10
@@ -281,8 +298,11 @@ class MqttLink:
                 # PUBACK only once the message is journaled (see ack()); aiomqtt does not
                 # expose paho's manual_ack, so it is set on the paho client it wraps
                 client._client.manual_ack_set(True)
+                # messages may arrive right behind the CONNACK, before `async with` has
+                # returned: they must already carry this connection's generation
+                self.generation += 1
+                self._reading = client
                 async with client:
-                    self.generation += 1
                     self.client = client
                     for sub in SUBSCRIPTIONS:
                         await client.subscribe(self.prefix + sub, qos=1)
@@ -298,19 +318,10 @@ class MqttLink:
                     backoff = 0.2
                     on_connect = asyncio.create_task(self.on_connect())
                     try:
-                        async for msg in client.messages:
-                            topic = str(msg.topic)
-                            payload = msg.payload if isinstance(msg.payload, bytes) else (
-                                str(msg.payload).encode() if msg.payload is not None else b"")
-                            token = AckToken(self.generation, msg.mid, msg.qos) \
-                                if msg.qos > 0 else None
-                            if topic.startswith(self.prefix):
-                                self.handler(topic[len(self.prefix):], payload, self.clock(),
-                                             token)
-                            elif self.external is not None:
-                                self.external(topic, payload, self.clock(), token)
-                            elif msg.qos > 0:
-                                self.ack(AckToken(self.generation, msg.mid, msg.qos))
+                        # messages go to _deliver as they arrive (Direct, above): this
+                        # only waits for the connection to end, which raises MqttError
+                        async for _ in client.messages:
+                            pass
                     finally:
                         on_connect.cancel()
             except aiomqtt.MqttError as exc:
@@ -322,9 +333,31 @@ class MqttLink:
             finally:
                 self.connected.clear()
                 self.client = None
+                self._reading = None
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def _deliver(self, msg: aiomqtt.Message) -> None:
+        """One message from the broker, in arrival order, inside paho's read callback.
+
+        Never raises: an exception here would reach paho and aiomqtt and drop the
+        connection. Until the first SUBACK, anything the broker sends (an earlier
+        session's queue) is handled as well; the broker only sends what we subscribed.
+        """
+        try:
+            topic = str(msg.topic)
+            payload = msg.payload if isinstance(msg.payload, bytes) else (
+                str(msg.payload).encode() if msg.payload is not None else b"")
+            token = AckToken(self.generation, msg.mid, msg.qos) if msg.qos > 0 else None
+            if topic.startswith(self.prefix):
+                self.handler(topic[len(self.prefix):], payload, self.clock(), token)
+            elif self.external is not None:
+                self.external(topic, payload, self.clock(), token)
+            else:
+                self.ack(token)
+        except Exception:
+            log.exception("message handler failed", topic=str(msg.topic)[:200])
 
     def ack(self, token: AckToken | None) -> None:
         """Acknowledge a message to the broker; until then the broker keeps it for us.
@@ -332,7 +365,7 @@ class MqttLink:
         A token from an earlier connection is skipped: the broker will deliver that
         message again on this session, and the engine treats the repeat as a no-op.
         """
-        client = self.client
+        client = self._reading
         if token is None or client is None or token.generation != self.generation:
             return
         client._client.ack(token.mid, token.qos)
