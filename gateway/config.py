@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from alerting.tap import MAX_INFO as TAP_MAX_INFO
 from drivers.gb26875 import parse_address as gb26875_address
 from drivers.textguard import MAX_FLOW_DEPTH, flow_depth, unencodable
 
@@ -253,17 +254,34 @@ class MqttPager(Strict):
 
 
 class TapPager(Strict):
+    """A responder's pager behind a TAP paging terminal (docs/pager-tap.md).
+
+    The keys after ``pager_id`` fit firegrid to a terminal that departs from the TAP
+    spec's defaults: 8N1 encoders, tighter block limits, slow dial-up carriers.
+    """
+
     type: Literal["tap"]
     port: str | int | None = None
     host: str | None = None
-    baud: int = 9600
-    password: str = "000000"
-    pager_id: str
+    baud: int = Field(9600, gt=0, le=921_600)
+    password: str = Field("000000", max_length=16)
+    pager_id: str = Field(min_length=1, max_length=16)
+    framing: Literal["7E1", "8N1", "7O1", "7E2", "8E1"] = "7E1"  # serial only
+    max_chars: int = Field(TAP_MAX_INFO, ge=20, le=TAP_MAX_INFO)  # per block, spec max 250
+    probe_s: float = Field(2.0, gt=0, le=60)  # t1: between CR probes
+    answer_s: float = Field(10.0, gt=0, le=120)  # t3: wait for a logon or block answer
+    probes: int = Field(3, ge=1, le=20)  # n1: CR probes before giving up
+    block_retries: int = Field(3, ge=1, le=20)  # n2: sends of one block (NAK, silence)
+    logon_retries: int = Field(3, ge=1, le=20)  # n3: logon attempts
+    calls: int = Field(3, ge=1, le=10)  # whole calls (connect, logon, pages) per page
+    deadline_s: float = Field(30.0, gt=0, le=300)  # everything, retries included
 
     @model_validator(mode="after")
     def _where(self) -> TapPager:
         if self.port is None:
             raise ValueError("a TAP pager needs port (a serial device, or a TCP port with host)")
+        if self.host is not None and "framing" in self.model_fields_set:
+            raise ValueError("framing is for a serial line; TAP over TCP has none")
         return self
 
 

@@ -26,6 +26,7 @@ import structlog
 from alerting.channel import Delivery
 from alerting.page import Ack, Page
 from alerting.snpp_link import poll_snpp, send_snpp
+from alerting.tap import TapTimers
 from alerting.tap_link import send_tap
 from gateway.config import Site, SnppPager, TapPager
 from gateway.feeds import Submit
@@ -145,8 +146,12 @@ class PagerDispatch:
     async def _call(self, page: Page) -> Delivery:
         pager = self._pager(page)
         if isinstance(pager, TapPager):
-            return await send_tap(pager.port, pager.host, None, pager.baud, pager.password,
-                                  pager.pager_id, page)
+            return await send_tap(
+                pager.port, pager.host, None, pager.baud, pager.password, pager.pager_id, page,
+                timers=TapTimers(t1=pager.probe_s, t3=pager.answer_s),
+                connect_retries=pager.calls - 1, deadline=pager.deadline_s,
+                framing=pager.framing, max_chars=pager.max_chars, n1=pager.probes,
+                n2=pager.block_retries, n3=pager.logon_retries)
         if isinstance(pager, SnppPager):
             return await send_snpp(pager.host, pager.port, pager.pager_id, page)
         return Delivery(page.responder, page.incident, str(page.extra.get("channel")), False,

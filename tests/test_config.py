@@ -197,6 +197,37 @@ def test_unknown_keys_in_feeds_and_pagers_are_errors() -> None:
     at_place(lines, "feeds[1].topic", "unknown key", line_of(text, "name: nvr"))
 
 
+def test_tap_pager_keys_for_nonstandard_terminals() -> None:
+    text = edit("{type: tap, port: /dev/ttyUSB2, baud: 9600,",
+                "{type: tap, port: /dev/ttyUSB2, baud: 9600, framing: 8N1, max_chars: 120, "
+                "answer_s: 30, calls: 2,", CONTRACT_SITE)
+    pager = parse_site(text).responder("guard-1").pager
+    assert (pager.framing, pager.max_chars, pager.answer_s, pager.calls) == ("8N1", 120,
+                                                                           30.0, 2)
+    assert (pager.probe_s, pager.probes, pager.deadline_s) == (2.0, 3, 30.0)  # the spec's
+
+
+@pytest.mark.parametrize(("extra", "place", "needle"), [
+    ("framing: 9N1,", "responders[1].pager.framing", "7E1"),
+    ("max_chars: 300,", "responders[1].pager.max_chars", "250"),
+    ("max_chars: 5,", "responders[1].pager.max_chars", "20"),
+    ("calls: 0,", "responders[1].pager.calls", "1"),
+    ("answer_s: -1,", "responders[1].pager.answer_s", "0"),
+])
+def test_tap_pager_keys_out_of_range(extra: str, place: str, needle: str) -> None:
+    text = edit("{type: tap, port: /dev/ttyUSB2, baud: 9600,",
+                "{type: tap, port: /dev/ttyUSB2, baud: 9600, " + extra, CONTRACT_SITE)
+    at_place(problems(text), place, needle, line_of(text, "id: guard-1"))
+
+
+def test_tap_framing_over_tcp_is_an_error() -> None:
+    text = edit('port: 10001, pager_id: "1234568"}',
+                'port: 10001, pager_id: "1234568", framing: 8N1}', CONTRACT_SITE)
+    lines = problems(text)
+    assert any("responders[2].pager" in ln and "framing is for a serial line" in ln
+               for ln in lines), lines
+
+
 def test_unknown_feed_type_is_an_error() -> None:
     text = CONTRACT_SITE.replace("type: frigate", "type: frigat")
     lines = problems(text)

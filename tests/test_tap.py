@@ -709,3 +709,67 @@ async def test_simulator_command_line_over_tcp() -> None:
                 proc.kill()
                 await proc.wait()
     assert proc.returncode == 0
+
+
+# ---------------------------------------------- the site file's TAP keys reach the call
+
+TAP_SITE = """
+site: tap-keys
+zones:
+  - {id: z, building: b, floor: 1, polygon: [[0,0],[10,0],[10,10],[0,10]], worker: w-1}
+devices:
+  - {id: mcp-1, kind: manual, floor: 1, x: 1, y: 1}
+responders:
+  - {id: w-1, tier: 0}
+  - {id: guard-1, tier: 1, pager: {type: tap, host: 127.0.0.1, port: PORT,
+     pager_id: "1234567", EXTRA}}
+tiers:
+  - {tier: 1, ack_timeout_s: 60}
+"""
+
+
+async def _dispatch(port: int, extra: str) -> tuple[Delivery, float]:
+    """Page guard-1 through PagerDispatch as the gateway does, with these pager keys."""
+    from gateway.config import parse_site
+    from gateway.metrics import Metrics
+    from gateway.paging import PagerDispatch
+
+    site = parse_site(TAP_SITE.replace("PORT", str(port)).replace("EXTRA", extra))
+    got: list[Delivery] = []
+    dispatch = PagerDispatch(site, lambda _k, _t, d, _u: got.append(d), Metrics(),
+                             lambda _ids: None)
+    page = Page(responder="guard-1", incident="inc-7", tier=1, zone="z",
+                text="FIRE b z F1 smoke detector in the east stair, call the guard now",
+                extra={"channel": "tap", "channel_index": 0})
+    t0 = time.monotonic()
+    dispatch.send(1, page.to_json())
+    await until(lambda: bool(got), 30, "the delivery")
+    await dispatch.close()
+    return got[0], time.monotonic() - t0
+
+
+async def test_site_file_max_chars_splits_the_page_into_blocks() -> None:
+    sim = TapSimulator(password="000000", timers=SIM_TIMERS)
+    async with TapTcpServer(sim, "127.0.0.1", free_port()) as server:
+        delivery, _ = await _dispatch(server.port, "max_chars: 20")
+    assert delivery.ok, delivery.detail
+    text = "FIRE b z F1 smoke detector in the east stair, call the guard now"
+    assert sim.pages == [("1234567", text)], "one page, whole, at the terminal"
+    assert len(sim.blocks) >= 3 and sim.blocks == blocks("1234567", text, 20)
+
+
+async def test_site_file_timers_give_up_on_a_silent_terminal_quickly() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes every CR probe, answers nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        delivery, took = await _dispatch(port, "probe_s: 0.2, probes: 2, calls: 1")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not delivery.ok and delivery.attempts == 1, delivery
+    assert "after 2 probes" in delivery.detail, delivery.detail
+    assert took < 2.0, f"{took:.2f} s: the defaults (3 calls of 3 probes 2 s apart) take ~19 s"
