@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -216,6 +217,48 @@ class AckToken:
 
 
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+MAX_BURST = 64  # packets read per wake-up: about 1 ms, so the engine is never kept waiting
+
+
+class _BurstClient(aiomqtt.Client):
+    """aiomqtt's client, reading every packet the socket holds when it wakes (up to MAX_BURST).
+
+    aiomqtt reads one packet per readable event (paho's ``loop_read`` reads one), so each
+    message costs a turn of the event loop, and under a flood the gateway reads no faster
+    than it processes: alarms then wait in the broker's queue behind telemetry it could
+    have read and shed. Reading in bursts lets the gateway take messages off the socket
+    four to five times faster than it can fully process them (docs/benchmarks.md), so the
+    alarm-first queue and shedding work where they should: in the gateway. This overrides
+    aiomqtt's private ``_on_socket_open`` (same body, a loop around the read), which is
+    why aiomqtt is pinned; tests/test_mqtt_burst.py fails if an upgrade changes it.
+    """
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        def callback() -> None:
+            try:
+                for _ in range(MAX_BURST):
+                    client.loop_read()
+                    if not _more(client.socket()):
+                        break
+            except Exception as exc:  # aiomqtt's own handling: the connection is gone
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def create_misc_task() -> None:
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), callback)
+        self._loop.call_soon_threadsafe(create_misc_task)
+
+
+def _more(sock: Any) -> bool:
+    """Is there more to read now: bytes TLS has decrypted, or bytes in the socket?"""
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending() > 0:
+        return True
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 class MqttLink:
@@ -255,7 +298,7 @@ class MqttLink:
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 link._deliver(item)
 
-        client = aiomqtt.Client(
+        client = _BurstClient(
             **self.target.client_kwargs(),
             identifier=self.client_id, clean_session=False, keepalive=10, timeout=5,
             will=aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True),

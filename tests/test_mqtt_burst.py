@@ -1,0 +1,93 @@
+"""The gateway's MQTT link reads in bursts and hands over every message, in order, acked.
+
+A backlog queued for the gateway's persistent session while it was down (Mosquitto's
+own ``mosquitto_pub``, QoS 1) is read by ``MqttLink`` against a real broker: every
+message arrives once, in the order published, in far fewer wake-ups than messages, and
+once acknowledged the broker does not deliver it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+import gateway.mqtt_link as link_mod
+from firmware_sim.lab import Mosquitto
+from gateway.mqtt_link import AckToken, MqttLink, MqttTarget
+
+N = 900  # below Mosquitto's default max_queued_messages (1000) of the lab broker
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_override_matches_the_pinned_aiomqtt() -> None:
+    """_BurstClient replaces a private aiomqtt method: it must exist with that signature."""
+    pinned = re.search(r'"aiomqtt==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned and aiomqtt.__version__ == pinned.group(1), aiomqtt.__version__
+    ours = inspect.signature(link_mod._BurstClient._on_socket_open)
+    theirs = inspect.signature(aiomqtt.Client._on_socket_open)
+    assert list(ours.parameters) == list(theirs.parameters)
+    assert "loop_read" in inspect.getsource(aiomqtt.Client._on_socket_open)
+
+
+async def _read(url: str, want: int) -> list[str]:
+    got: list[str] = []
+    done = asyncio.Event()
+    link: MqttLink
+
+    def handler(topic: str, payload: bytes, _ns: int, token: AckToken | None) -> None:
+        got.append(payload.decode())
+        link.ack(token)
+        if len(got) >= want:
+            done.set()
+
+    async def nothing() -> None:
+        return None
+
+    link = MqttLink(MqttTarget.parse(url), "burst", handler, nothing, time.time_ns)
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(done.wait(), 30 if want else 1.5)
+    except TimeoutError:
+        if want:
+            raise
+    await asyncio.sleep(0.3)  # the PUBACKs leave
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return got
+
+
+def test_a_backlog_is_read_in_bursts_in_order_once(tmp_path: Path, mosquitto: Mosquitto,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real_more = link_mod._more
+
+    def counting(sock: object) -> bool:
+        counting.calls += 1  # type: ignore[attr-defined]
+        more = real_more(sock)
+        counting.ends += 0 if more else 1  # type: ignore[attr-defined]
+        return more
+
+    counting.calls = counting.ends = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(link_mod, "_more", counting)
+    # the gateway's session exists (subscribed) and is then down
+    asyncio.run(_read(mosquitto.url, 0))
+    lines = "".join(f'{{"state":"clear","value":{i}}}\n' for i in range(N))
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1",
+                    "-l", "-t", "firegrid/burst/signal/tmp-1"], input=lines.encode(),
+                   check=True, timeout=60)
+    counting.calls = counting.ends = 0  # type: ignore[attr-defined]
+    got = asyncio.run(_read(mosquitto.url, N))
+    assert got == [f'{{"state":"clear","value":{i}}}' for i in range(N)], "all, in order"
+    # asked once per packet read; each wake-up that found the socket empty ends a burst:
+    # far fewer wake-ups than messages
+    calls, ends = counting.calls, counting.ends  # type: ignore[attr-defined]
+    assert calls >= N and ends < N / 4, (calls, ends, N)
+    # acknowledged: the same session gets nothing again
+    again = asyncio.run(_read(mosquitto.url, 0))
+    assert again == []
