@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import multiprocessing as mp
 import os
 import platform
 import queue
@@ -62,6 +61,7 @@ import paho.mqtt.client as paho
 from rich.console import Console
 from rich.table import Table
 
+from firmware_sim.flood import PubFlood
 from firmware_sim.lab import InfluxDB, Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -306,82 +306,20 @@ class Watcher:
             self.client.disconnect()
 
 
-def load_publisher(host: str, port: int, site: str, devices: list[str], rate: float,
-                   seconds: float, qos: int, results: Any, ready: Any, go: Any) -> None:
-    """Background telemetry in its own process: token-bucket paced, counts broker acks."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it by PID, even on Ctrl-C
-    client = _client("load")
-    acked = 0
+def load(broker: Mosquitto, site: str, devices: list[str], rate: float, seconds: float,
+         qos: int) -> PubFlood:
+    """Background telemetry from ``mosquitto_pub`` processes (firmware_sim.flood), paced.
 
-    def on_publish(*_: Any) -> None:
-        nonlocal acked
-        acked += 1
-
-    client.on_publish = on_publish
-    client.connect(host, port, keepalive=30)
-    client.loop_start()
+    Temperature readings, one topic per process (the first 16 devices): a Python
+    publisher could not offer much beyond 10,000 messages/s on this machine's two cores.
+    """
     msgs = [(f"firegrid/{site}/signal/{d}",
              orjson.dumps({"kind": "temperature", "state": "clear",
                            "value": round(20 + (i % 97) / 10, 1)}))
             for i, d in enumerate(devices)]
-    ready.set()
-    go.wait()
-    total = int(rate * seconds)
-    start = time.monotonic()
-    cpu0 = time.process_time()
-    sent = 0
-    while sent < total:
-        due = min(total, int((time.monotonic() - start) * rate) + 1)
-        while sent < due:
-            topic, payload = msgs[sent % len(msgs)]
-            client.publish(topic, payload, qos=qos)
-            sent += 1
-        ahead = sent / rate - (time.monotonic() - start)
-        time.sleep(max(ahead, 0.0005))
-    send_s = time.monotonic() - start
-    deadline = time.monotonic() + 10
-    while acked < sent and time.monotonic() < deadline:
-        time.sleep(0.002)
-    done_s = time.monotonic() - start
-    results.put({"sent": sent, "acked": acked, "send_s": send_s, "done_s": done_s,
-                 "start_mono": start, "done_mono": start + done_s,
-                 "cpu_pct": 100 * (time.process_time() - cpu0) / done_s})
-    client.disconnect()
-    client.loop_stop()
-
-
-class Load:
-    """The load publisher process, started ready-to-go so the start is not delayed by imports."""
-
-    def __init__(self, broker: Mosquitto, site: str, devices: list[str], rate: float,
-                 seconds: float, qos: int):
-        ctx = mp.get_context("spawn")
-        self.results = ctx.Queue()
-        self.ready, self.go = ctx.Event(), ctx.Event()
-        self.proc = ctx.Process(target=load_publisher, daemon=True, name="bench-load",
-                                args=(broker.host, broker.port, site, devices, rate, seconds,
-                                      qos, self.results, self.ready, self.go))
-        self.proc.start()
-        if not self.ready.wait(30):
-            self.stop()
-            raise RuntimeError("load publisher did not start")
-
-    def start(self) -> None:
-        self.go.set()
-
-    def result(self, timeout: float) -> dict[str, Any]:
-        try:
-            return dict(self.results.get(timeout=timeout))
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.proc.pid is not None and self.proc.is_alive():
-            self.proc.terminate()  # SIGTERM to this process's PID
-            self.proc.join(5)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join(5)
+    # several readings per topic, so each process does not repeat one payload
+    msgs = [(msgs[i % 16][0] if len(msgs) > 16 else tp, pl) for i, (tp, pl) in enumerate(msgs)]
+    return PubFlood(broker.host, broker.port, msgs, rate, seconds, site, qos=qos)
 
 
 # ------------------------------------------------------------------------ gateway
@@ -523,9 +461,9 @@ def latency_phase(args: argparse.Namespace, work: Path, broker: Mosquitto, influ
     runs.append(gw)
     gw.start(site_yaml(site, args.temp_devices, args.alarms), broker, influx, watcher,
              args.profile)
-    load = Load(broker, site, [f"tmp-{i}" for i in range(args.temp_devices)], args.rate,
-                args.seconds, args.qos)
-    runs.append(load)
+    flood = load(broker, site, [f"tmp-{i}" for i in range(args.temp_devices)], args.rate,
+                 args.seconds, args.qos)
+    runs.append(flood)
     sender = _client("alarm")
     sender.connect(broker.host, broker.port, keepalive=30)
     sender.loop_start()
@@ -552,7 +490,7 @@ def latency_phase(args: argparse.Namespace, work: Path, broker: Mosquitto, influ
                                orjson.dumps({"kind": "smoke", "state": "clear"}), qos=1)
             closes += 1
 
-    load.start()
+    flood.start()
     meter = CpuMeter(gateway=gw.pid, mosquitto=broker.pid, influxd=influx.pid)
     t_start = time.monotonic()
     for i in range(args.alarms):
@@ -568,7 +506,7 @@ def latency_phase(args: argparse.Namespace, work: Path, broker: Mosquitto, influ
     watcher.wait(lambda: sum(1 for k in watcher.incidents if k[0] == site) >= n_alarms,
                  max(5.0, args.seconds - (time.monotonic() - t_start) + 5))
     close_visible()
-    load_result = load.result(timeout=args.seconds + 60)
+    load_result = flood.result(timeout=args.seconds + 60)
     cpu = meter.pct()
     time.sleep(0.3)
     close_visible()
@@ -614,13 +552,13 @@ def ingest_step(args: argparse.Namespace, work: Path, broker: Mosquitto, influx:
     runs.append(gw)
     n_alarms = args.step_alarms
     gw.start(site_yaml(site, args.temp_devices, max(n_alarms, 1)), broker, influx, watcher)
-    load = Load(broker, site, [f"tmp-{i}" for i in range(args.temp_devices)], rate,
-                args.step_seconds, args.qos)
-    runs.append(load)
+    flood = load(broker, site, [f"tmp-{i}" for i in range(args.temp_devices)], rate,
+                 args.step_seconds, args.qos)
+    runs.append(flood)
     sender = _client("step")
     sender.connect(broker.host, broker.port, keepalive=30)
     sender.loop_start()
-    load.start()
+    flood.start()
     meter = CpuMeter(gateway=gw.pid, mosquitto=broker.pid)
     # a few alarms while the telemetry flows: do they overtake it?
     t_start = time.monotonic()
@@ -632,7 +570,7 @@ def ingest_step(args: argparse.Namespace, work: Path, broker: Mosquitto, influx:
         published_alarms[f"smk-{i}"] = time.time_ns()
         sender.publish(f"firegrid/{site}/signal/smk-{i}", b'{"kind":"smoke","state":"alarm"}',
                        qos=args.qos)
-    result = load.result(timeout=args.step_seconds * 10 + 60)
+    result = flood.result(timeout=args.step_seconds * 10 + 60)
     # a marker signal behind the telemetry (same FIFO queue): when the gateway has published
     # its device state, everything before it has been processed
     drained_at = None
@@ -788,7 +726,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20, help="latency phase duration")
     ap.add_argument("--alarms", type=int, default=200, help="alarms in the latency phase")
     ap.add_argument("--temp-devices", type=int, default=200, help="telemetry sensors")
-    ap.add_argument("--steps", default="1000,2000,4000,6000,8000,10000,12000,16000",
+    ap.add_argument("--steps", default="1000,2000,4000,8000,12000,16000,20000,24000,28000,32000",
                     help="ingest rates to try, comma separated ('' to skip)")
     ap.add_argument("--all-steps", action="store_true",
                     help="go on after a lossy step or one the publisher could not offer")
