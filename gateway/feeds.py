@@ -36,6 +36,9 @@ log = structlog.get_logger("firegrid.feeds")
 Submit = Callable[[str, int, Any, bool], None]  # kind, received_ns, data, urgent
 RESTART_MAX_S = 5.0
 GARBAGE_LOG_EVERY_S = 5.0  # a panel spewing junk is counted in full, logged now and then
+# readings in a row that are not a number before the sensor is in trouble (fault): one
+# NaN is a glitch, a run of them a broken probe (many modules report a failed sensor so)
+INVALID_FAULT_AFTER = 3
 
 
 def _where(device: Device, ref: str) -> str:
@@ -61,6 +64,7 @@ class FeedHub:
         self.refs: dict[tuple[str, str], Device] = {
             (d.feed, d.ref): d for d in site.devices if d.feed is not None and d.ref is not None}
         self.thresholds: dict[str, Threshold] = {}
+        self.invalid_run: dict[str, int] = {}  # device -> non-finite readings in a row
         self.mqtt_codecs: list[tuple[str, Zigbee2Mqtt | Frigate, str]] = []  # name, codec, base
         self._garbage_logged: dict[str, float] = {}
         for feed in site.feeds:
@@ -162,7 +166,15 @@ class FeedHub:
                 self._log_garbage(device.feed or "", f"{device.id}: reading {raw!r} is not "
                                   "a finite number; ignored", where=_where(device, ev.ref))
                 self.submit("seen", now, device.id, False)
+                run = self.invalid_run[device.id] = self.invalid_run.get(device.id, 0) + 1
+                if run == INVALID_FAULT_AFTER:
+                    self.submit("trouble", now, (device.id, "fault", True,
+                                                 f"{run} readings in a row not a number "
+                                                 f"({raw!r}): sensor fault?"), True)
                 return
+            if self.invalid_run.pop(device.id, 0) >= INVALID_FAULT_AFTER:
+                self.submit("trouble", now, (device.id, "fault", False,
+                                             "readings are numbers again"), True)
             value, edge = th.update(raw)
         except ValueError as exc:
             self.metrics.drop("bad_payload")

@@ -114,6 +114,19 @@ def test_a_float_that_is_not_a_number_is_counted_never_an_alarm(bad: float) -> N
                       ("signal", "clear", False)]
 
 
+def test_a_run_of_nan_readings_is_a_fault_trouble_until_a_number_comes_back() -> None:
+    h, got, _ = hub()
+    h.events("rs485", [Reading("1:2", math.nan)] * 2)
+    assert [k for k, _d, _u in got] == ["seen", "seen"], "two glitches are not a fault"
+    h.events("rs485", [Reading("1:2", math.nan)] * 3)  # the third in a row, and more
+    troubles = [(d[:3], u) for k, d, u in got if k == "trouble"]
+    assert troubles == [(("gas-f", "fault", True), True)], "raised once"
+    h.events("rs485", [Reading("1:2", 9.5), Reading("1:2", 9.6)])
+    troubles = [d[:3] for k, d, _u in got if k == "trouble"]
+    assert troubles == [("gas-f", "fault", True), ("gas-f", "fault", False)]
+    assert [k for k, _d, _u in got[-2:]] == ["signal", "signal"]
+
+
 def test_a_nan_reading_is_logged_with_the_device_and_its_registers(
         capsys: pytest.CaptureFixture[str]) -> None:
     h, _got, _ = hub()
