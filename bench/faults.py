@@ -1244,6 +1244,7 @@ class Ctx:
     broker_set: list[str] = field(default_factory=list)
     pulls: int | None = None  # cable pulls in the serial case
     garbage_s: float | None = None  # how long the panel sends garbage in the serial case
+    load_nice: int = 0  # overload: nice value of the flood's publishers
     servers: list[Any] = field(default_factory=list)
 
     def dir(self, name: str) -> Path:
@@ -2339,11 +2340,18 @@ def case_serial(ctx: Ctx) -> Result:
 
 def _alarm_latencies(gw: Gw, published: dict[str, float]) -> list[float]:
     """publish -> 'located' durable (the step's log line, written after the COMMIT), s."""
+    return [total for total, _way_in in _alarm_splits(gw, published).values()]
+
+
+def _alarm_splits(gw: Gw, published: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Per alarm: (publish -> located durable, publish -> T0 the gateway's receipt), s.
+
+    The second part is the way in (publisher, broker, socket); the rest is the gateway."""
     steps = read_journal(gw.journal)
-    inc_of = {s.device: s.incident for s in steps if s.stage == "detected"}
+    first = {s.device: s for s in steps if s.stage == "detected"}
     durable = gw.durable("located")
-    return [durable[inc_of[d]] - t for d, t in published.items()
-            if d in inc_of and inc_of[d] in durable]
+    return {d: (durable[first[d].incident] - t, first[d].t0 - t) for d, t in published.items()
+            if d in first and first[d].incident in durable}
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -2384,7 +2392,8 @@ def case_overload(ctx: Ctx) -> Result:
                 ctx.influx.url(ctx.db(name))).start()
         watch = Watch(broker.port, sub.name, name)
         actor = Actor(broker.port, sub.name, name)
-        loads = [PubFlood("127.0.0.1", broker.port, msgs, rate, seconds, name)] if rate else []
+        loads = [PubFlood("127.0.0.1", broker.port, msgs, rate, seconds, name,
+                          nice=ctx.load_nice)] if rate else []
         _LIVE.update(loads)
         published: dict[str, float] = {}
         try:
@@ -2408,14 +2417,16 @@ def case_overload(ctx: Ctx) -> Result:
             time.sleep(SYS_WAIT_S)
             code = gw.stop()
             counters = gw.counters()
-            lat = _alarm_latencies(gw, published)
+            splits = _alarm_splits(gw, published)
+            lat = [total for total, _way_in in splits.values()]
             got = {st.device for st in read_journal(gw.journal) if st.stage == "detected"}
             lost = sorted(d for d in published if d not in got)
             acked = sum(x["acked"] for x in results)
             unacked = sum(x["sent"] - x["acked"] for x in results)
             t_first = min((x["t_start"] for x in results), default=t0)
             t_last = max((x["t_done"] for x in results), default=t0)
-            return {"lat": lat, "counters": counters, "acked": acked, "code": code,
+            return {"lat": lat, "splits": splits, "counters": counters, "acked": acked,
+                    "code": code,
                     "unacked": unacked,
                     "achieved": acked / max(t_last - t_first, 1e-9) if results else 0.0,
                     "drain_s": (drained.t - t_marker) if drained else None,
@@ -2469,6 +2480,13 @@ def case_overload(ctx: Ctx) -> Result:
         r.figures["alarm publish -> located durable, loaded"] = (
             f"p50 {_pct(loaded['lat'], 50) * 1000:.1f} ms, p99 {l99 * 1000:.1f} ms, "
             f"max {max(loaded['lat'], default=float('nan')) * 1000:.1f} ms")
+        if loaded["splits"]:
+            worst = max(loaded["splits"], key=lambda d: loaded["splits"][d][0])
+            total, way_in = loaded["splits"][worst]
+            in_gw = [tot - win for tot, win in loaded["splits"].values()]
+            r.figures["slowest alarm under load: way in (publisher, broker) / gateway"] = (
+                f"{worst}: {way_in * 1000:.1f} / {(total - way_in) * 1000:.1f} ms; "
+                f"T0 -> located durable p99 {_pct(in_gw, 99) * 1000:.1f} ms")
         r.figures["telemetry published / processed / shed (counted) / uncounted"] = (
             f"{loaded['acked']} / {processed} / {shed} (gateway {shed_gw}, broker "
             f"{shed_broker} counted by the gateway from $SYS) / {uncounted}")
@@ -2786,10 +2804,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--incidents", type=int, help="incidents in the crash case (50/100)")
     ap.add_argument("--kills", type=int, help="kill -9 count in the crash case (3/10)")
     ap.add_argument("--capacity", type=float,
-                    help="gateway capacity in signals/s for the overload case (default 10000, "
+                    help="gateway capacity in signals/s for the overload case (default 23000, "
                     "bench/ingest.py's highest zero-loss rate in docs/benchmarks.md)")
     ap.add_argument("--overload-s", type=float, default=None,
                     help="flood duration (default 10, --quick 5)")
+    ap.add_argument("--load-nice", type=int, default=0,
+                    help="nice value of the overload flood's publishers (default 0; 10 lets "
+                    "them take only the CPU the gateway and broker leave, as devices on "
+                    "other machines would)")
     ap.add_argument("--pulls", type=int, help="cable pulls in the serial case (10/2)")
     ap.add_argument("--garbage-s", type=float, default=None,
                     help="how long the panel sends garbage in the serial case (60, --quick 5)")
@@ -2818,7 +2840,8 @@ def main(argv: list[str] | None = None) -> int:
         influx.start(work / "influxd")
         ctx = Ctx(work, args.quick, args.seed, influx, outage, args.incidents, args.kills,
                   args.capacity, args.overload_s or (5.0 if args.quick else 10.0),
-                  args.broker_set, pulls=args.pulls, garbage_s=args.garbage_s)
+                  args.broker_set, pulls=args.pulls, garbage_s=args.garbage_s,
+                  load_nice=args.load_nice)
         for name in cases:
             print(f"--- {name} ...", flush=True)
             res = run_case(name, ctx)

@@ -7,7 +7,9 @@ message to its one topic and costs a few percent of a core at those rates; ``Pub
 runs several (one topic each, so the flood comes from that many devices) and writes
 their lines at a set rate from a feeder thread (token bucket, 1 ms ticks). A process
 exits 0 only once the broker has acknowledged every line it sent, which is how the
-acknowledged count is known. Processes are stopped by their PID.
+acknowledged count is known. Processes are stopped by their PID. ``nice`` lowers their
+priority: on a real site the devices are other machines, so a test that shares the
+gateway's cores with them can make them take only what the gateway and broker leave.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class PubFlood:
     """``msgs`` (topic, payload without newlines) at ``rate`` per second for ``seconds``."""
 
     def __init__(self, host: str, port: int, msgs: list[tuple[str, bytes]], rate: float,
-                 seconds: float, tag: str, procs: int = 16, qos: int = 1):
+                 seconds: float, tag: str, procs: int = 16, qos: int = 1, nice: int = 0):
         by_topic: dict[str, list[bytes]] = defaultdict(list)
         for topic, payload in msgs:
             if b"\n" in payload:
@@ -46,7 +48,8 @@ class PubFlood:
         self.procs = [subprocess.Popen(
             [MOSQUITTO_PUB, "-h", host, "-p", str(port), "-q", str(qos), "-M", "1000", "-l",
              "-t", tp, "-i", f"flood-{tag}-{i}-{os.getpid()}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)
             for i, tp in enumerate(topics)]
         self.thread = threading.Thread(target=self._feed, daemon=True, name=f"flood-{tag}")
         time.sleep(0.3)  # every process connected before the clock starts
