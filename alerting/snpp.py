@@ -55,6 +55,7 @@ UNKNOWN = "unknown"  # a reply came but does not map to an ack status
 EXPIRED = "expired"  # 780: the carrier gave up on the page
 UNKNOWN_TAG = "unknown_tag"  # 550: the server does not know the tag (or the pass code)
 FAILED = "failed"  # anything else: no status could be read this time
+KILLED = "killed"  # KTAG answered 2xx: the server forgot the tag (and a queued page)
 
 # 889 free-text replies a responder may type, normalised (lower case, single spaces)
 _TEXT_REPLIES = {
@@ -650,6 +651,8 @@ class MstaPoll(_Machine):
     and only SnppError is raised.
     """
 
+    verb = "MSTA"
+
     def __init__(self, tag: str, pass_code: str) -> None:
         super().__init__()
         self.tag = check_token(tag, "message tag")
@@ -684,9 +687,29 @@ class MstaPoll(_Machine):
             return self._end(FAILED, f"{reply} (to {pending})", quit_=False)
         if pending == "greeting":
             if reply.code == 220:
-                self._s.pending = "MSTA"
-                return encode_command("MSTA", self.tag, self.pass_code)
+                self._s.pending = self.verb
+                return encode_command(self.verb, self.tag, self.pass_code)
             return self._end(FAILED, f"{reply} (to connect, expected 220)", quit_=True)
-        # the reply to MSTA
+        # the reply to the command
         self.reply = reply
-        return self._end(parse_msta(reply), str(reply), quit_=True)
+        return self._end(self._result(reply), str(reply), quit_=True)
+
+    def _result(self, reply: Reply) -> str:
+        return parse_msta(reply)
+
+
+class KtagKill(MstaPoll):
+    """``KTAG <tag> <pass>``: the server may forget the page (and not deliver it late).
+
+    A courtesy once the gateway no longer wants an answer (the incident closed, the
+    responder declined): a carrier still holding the page for a pager out of range
+    would otherwise deliver it after the fact. ``status`` is KILLED on 2xx,
+    UNKNOWN_TAG on 550 (already gone), FAILED otherwise.
+    """
+
+    verb = "KTAG"
+
+    def _result(self, reply: Reply) -> str:
+        if reply.code // 100 == 2:
+            return KILLED
+        return UNKNOWN_TAG if reply.code == 550 else FAILED

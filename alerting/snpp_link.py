@@ -23,8 +23,10 @@ from alerting.snpp import (
     ACK,
     DECLINE,
     EXPIRED,
+    FAILED,
     ON_SCENE,
     UNKNOWN_TAG,
+    KtagKill,
     MstaPoll,
     Plan,
     SnppClient,
@@ -168,3 +170,27 @@ async def poll_snpp(host: str, port: int, tag: tuple[str, str], *,
         return None
     log.debug("snpp: MSTA %s: %s (%s)", tag[0], poll.status, poll.detail)
     return _POLL_RESULT.get(poll.status)
+
+
+async def kill_snpp(host: str, port: int, tag: tuple[str, str], *,
+                    deadline_s: float = 5.0) -> str:
+    """``KTAG`` the page with ``tag``: "killed", "unknown_tag" (already gone) or "failed".
+
+    Never raises except CancelledError; a failed kill is logged and costs nothing but
+    a page the carrier may still deliver.
+    """
+    try:
+        kill = KtagKill(*tag)
+    except (SnppError, TypeError) as e:
+        log.warning("snpp: cannot kill tag %r: %s", tag, e)
+        return FAILED
+    try:
+        broke_off = await _converse(kill, host, port, deadline_s)
+    except Exception:
+        log.exception("snpp: unexpected error killing %s at %s:%s", tag, host, port)
+        return FAILED
+    if kill.status is None:
+        log.warning("snpp: KTAG %s at %s:%s failed: %s", tag[0], host, port,
+                    broke_off or "no result")
+        return FAILED
+    return kill.status

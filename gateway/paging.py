@@ -25,7 +25,7 @@ import structlog
 
 from alerting.channel import Delivery
 from alerting.page import Ack, Page
-from alerting.snpp_link import poll_snpp, send_snpp
+from alerting.snpp_link import kill_snpp, poll_snpp, send_snpp
 from alerting.tap import TapTimers
 from alerting.tap_link import send_tap
 from gateway.config import Site, SnppPager, TapPager
@@ -168,6 +168,7 @@ class PagerDispatch:
         # the server keeps answering the latest reply: report each one once, and not one
         # the engine already has from before a restart
         last = self.answered(page.incident, page.responder)
+        expired = False
         try:
             while (self.clock() < until_ns
                    and self.still_waiting(page.incident, page.responder)):
@@ -185,7 +186,12 @@ class PagerDispatch:
                     if status != "ack":
                         break
                 elif status == "expired":
+                    expired = True
                     break
+            if not expired:  # nothing more wanted from this page: the carrier may drop it
+                outcome = await kill_snpp(pager.host, pager.port, tag)
+                log.info("snpp page tag killed", responder=page.responder,
+                         incident=page.incident, outcome=outcome)
         except asyncio.CancelledError:
             if row is not None:
                 self.in_flight.discard(row)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -206,3 +207,16 @@ async def running(runner: Any, *, must_be_cancelled: bool = False
             await task
         if must_be_cancelled:
             assert task.cancelled(), "run() ends only by cancellation"
+
+
+def gb_exchange(conn: socket.socket, frame: bytes, timeout: float = 1.0) -> bytes:
+    """Send a GB/T 26875.3 frame and read the centre's 30-byte 确认 or 否认 (or less on EOF)."""
+    conn.sendall(frame)
+    conn.settimeout(timeout)
+    reply = b""
+    while len(reply) < 30:
+        chunk = conn.recv(64)
+        if not chunk:
+            break
+        reply += chunk
+    return reply

@@ -36,6 +36,7 @@ from drivers.signal import Signal
 from gateway.config import parse_site
 from gateway.feeds import FeedHub
 from gateway.metrics import Metrics
+from tests.harness import gb_exchange
 
 SITE = parse_site("""
 site: hub
@@ -188,14 +189,7 @@ async def test_gb26875_reply_carries_the_configured_centre_address_and_beijing_t
 
         def exchange() -> bytes:
             with socket.create_connection(("127.0.0.1", server.port), timeout=2) as s:
-                s.sendall(data)
-                reply = b""
-                while len(reply) < 30:
-                    chunk = s.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
-                return reply
+                return gb_exchange(s, data, timeout=2)
 
         reply = await asyncio.to_thread(exchange)
         f = decode_frame(reply)

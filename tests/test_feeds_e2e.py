@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.lab import InfluxDB, Mosquitto, PtyPair, free_port, influx_rows
-from tests.harness import GatewayProc, Probe, influx_steps, wait_for
+from tests.harness import GatewayProc, Probe, gb_exchange, influx_steps, wait_for
 
 # ------------------------------------------------------------------ devices' bytes
 
@@ -370,23 +370,11 @@ def test_panel_printer_fire_reset_garbage_split_and_pulled_cable(lab: Lab) -> No
     lab.close(inc3)
 
 
-def _gb_exchange(conn: socket.socket, frame: bytes) -> bytes:
-    conn.sendall(frame)
-    conn.settimeout(1.0)  # 确认 or 否认 within 1 s
-    reply = b""
-    while len(reply) < 30:
-        chunk = conn.recv(64)
-        if not chunk:
-            break
-        reply += chunk
-    return reply
-
-
 def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
     conn = socket.create_connection(("127.0.0.1", lab.gb_port), timeout=5)
     try:
         sent = time.time()
-        reply = _gb_exchange(conn, GB_SMOKE_FIRE)
+        reply = gb_exchange(conn, GB_SMOKE_FIRE)
         assert reply[:2] == b"@@" and reply[-2:] == b"##" and len(reply) == 30
         assert reply[26] == 3, "确认"
         assert reply[2:4] == GB_SMOKE_FIRE[2:4], "the serial number is echoed"
@@ -396,10 +384,10 @@ def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
         assert lab.detected(inc, "smk-g")["elapsed_s"] == 0.0
         bad = bytearray(gb_fire(7))
         bad[-3] ^= 0x55  # a bad checksum
-        reply = _gb_exchange(conn, bytes(bad))
+        reply = gb_exchange(conn, bytes(bad))
         assert reply[26] == 6 and reply[2:4] == (7).to_bytes(2, "little"), "否认"
         sent = time.time()
-        reply = _gb_exchange(conn, gb_reset(8))
+        reply = gb_exchange(conn, gb_reset(8))
         assert reply[26] == 3
         lab.device_state("smk-g", "normal", sent)
         lab.close(inc)
@@ -408,11 +396,11 @@ def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
         conn.sendall(frame[:20])
         time.sleep(0.2)
         sent = time.time()
-        reply = _gb_exchange(conn, frame[20:])
+        reply = gb_exchange(conn, frame[20:])
         assert reply.endswith(gb_frame(9, 3, b"")[-3:][-2:]) and b"@@" in reply
         inc2, took = lab.incident_for("smk-g", sent)
         assert took < 1.0
-        _gb_exchange(conn, gb_reset(10))
+        gb_exchange(conn, gb_reset(10))
         lab.close(inc2)
         # silent past the feed's heartbeat_s (3 s): the transmission device is a trouble
         quiet = time.time()
@@ -426,14 +414,14 @@ def test_gb26875_confirm_deny_fire_reset_and_silence(lab: Lab) -> None:
     conn = socket.create_connection(("127.0.0.1", lab.gb_port), timeout=5)
     try:
         sent = time.time()
-        reply = _gb_exchange(conn, gb_fire(12))
+        reply = gb_exchange(conn, gb_fire(12))
         assert reply[26] == 3 and reply[2:4] == (12).to_bytes(2, "little")
         inc3, took = lab.incident_for("smk-g", sent)
         assert took < 1.0
         assert lab.probe is not None
         lab.probe.wait(lambda m: m.t >= sent and m.topic == "feed/uitd" and bool(m.payload)
                        and m.json()["state"] == "up", 5)
-        _gb_exchange(conn, gb_reset(13))
+        gb_exchange(conn, gb_reset(13))
         lab.close(inc3)
     finally:
         conn.close()

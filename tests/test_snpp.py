@@ -31,6 +31,7 @@ from alerting.snpp import (
     DELIVERED,
     EXPIRED,
     FAILED,
+    KILLED,
     MAX_LINE,
     MESS_MAX,
     NO_TEXT,
@@ -39,6 +40,7 @@ from alerting.snpp import (
     UNKNOWN,
     UNKNOWN_TAG,
     WAITING,
+    KtagKill,
     LineReader,
     MstaPoll,
     Plan,
@@ -55,7 +57,7 @@ from alerting.snpp import (
     parse_reply,
     unstuff_line,
 )
-from alerting.snpp_link import poll_snpp, send_snpp
+from alerting.snpp_link import kill_snpp, poll_snpp, send_snpp
 from firmware_sim.lab import free_port
 from firmware_sim.snpp_server import Session, SnppServer
 
@@ -297,6 +299,22 @@ def test_msta_poll_vector() -> None:
         MstaPoll("a b", "1")
 
 
+def test_ktag_kill_vector() -> None:
+    kill = KtagKill("00321", "1234")
+    sent = transcript(kill, ["220 SNPP Gateway Ready", "250 Message Tag Killed",
+                             "221 OK, Goodbye"])
+    assert sent == [b"KTAG 00321 1234\r\n", b"QUIT\r\n", b""]
+    assert kill.status == KILLED and kill.finished
+    kill = KtagKill("1", "2")
+    transcript(kill, ["220 SNPP Gateway Ready", "550 Error, Invalid Message Tag",
+                      "221 OK, Goodbye"])
+    assert kill.status == UNKNOWN_TAG
+    kill = KtagKill("1", "2")
+    transcript(kill, ["220 SNPP Gateway Ready", "500 Command Not Implemented",
+                      "221 OK, Goodbye"])
+    assert kill.status == FAILED
+
+
 # ---------------------------------------------------------------------------- server session
 
 
@@ -456,6 +474,16 @@ async def test_poll_text_reply_read_receipt_and_expiry(sim: SnppServer) -> None:
     assert [await poll_snpp("127.0.0.1", sim.port, t) for t in (a, b, c, d)] == [
         "on_scene", "ack", "expired", "expired"]
     assert await poll_snpp("127.0.0.1", sim.port, (a[0], "0000")) == "expired"  # wrong pass
+
+
+async def test_ktag_makes_the_server_forget_the_page(sim: SnppServer) -> None:
+    sim.offline.add(PAGER)  # queued for a pager out of range: the carrier would retry it
+    d = await send_snpp("127.0.0.1", sim.port, PAGER, page())
+    assert d.tag is not None and d.tag[0] in sim.tags
+    assert await kill_snpp("127.0.0.1", sim.port, d.tag) == "killed"
+    assert d.tag[0] not in sim.tags
+    assert await poll_snpp("127.0.0.1", sim.port, d.tag) == "expired"
+    assert await kill_snpp("127.0.0.1", sim.port, d.tag) == "unknown_tag"
 
 
 async def test_offline_pager_is_queued_and_polls_as_waiting(sim: SnppServer) -> None:

@@ -80,9 +80,12 @@ def test_a_reply_sent_while_the_gateway_is_down_is_recorded_after_the_restart(
         rows = influx_steps(influxdb.base_url, "snpp_restart", inc)
         assert [r["stage"] for r in rows].count("acked") == 1
         assert not [r for r in rows if r["stage"] == "refused"], rows
-        # once the incident is closed nobody's answer is wanted: the poll is forgotten
+        # once the incident is closed nobody's answer is wanted: the poll is forgotten,
+        # and the server is told to forget the page too (KTAG, answered 250)
         probe.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "test done"})
         wait_for(lambda: _polls(journal) == 0, 10, "the poll row cleared")
+        gw.wait_log("snpp page tag killed", timeout=5)
+        assert "outcome='killed'" in gw.log_text()
     finally:
         try:
             assert gw.stop() == 0
