@@ -179,6 +179,8 @@ class PagerDispatch:
                     log.warning("snpp poll failed", responder=page.responder,
                                 error=str(exc)[:120])
                     continue
+                if status == "ack" and self.answered(page.incident, page.responder) == "ack":
+                    last = status  # acknowledged meanwhile another way (MQTT): not twice
                 if status in ("ack", "decline", "on_scene") and status != last:
                     last = status
                     self.submit("ack", self.clock(),
