@@ -306,20 +306,24 @@ class Watcher:
             self.client.disconnect()
 
 
+FLOOD_PROCS = 16  # mosquitto_pub processes, one device topic each
+
+
 def load(broker: Mosquitto, site: str, devices: list[str], rate: float, seconds: float,
          qos: int) -> PubFlood:
     """Background telemetry from ``mosquitto_pub`` processes (firmware_sim.flood), paced.
 
-    Temperature readings, one topic per process (the first 16 devices): a Python
+    Temperature readings, one topic per process (the first FLOOD_PROCS devices): a Python
     publisher could not offer much beyond 10,000 messages/s on this machine's two cores.
     """
-    msgs = [(f"firegrid/{site}/signal/{d}",
+    procs = min(FLOOD_PROCS, len(devices))
+    # reading i goes to the (i mod procs)-th device: each process cycles through several
+    # values rather than repeating one payload
+    msgs = [(f"firegrid/{site}/signal/{devices[i % procs]}",
              orjson.dumps({"kind": "temperature", "state": "clear",
                            "value": round(20 + (i % 97) / 10, 1)}))
-            for i, d in enumerate(devices)]
-    # several readings per topic, so each process does not repeat one payload
-    msgs = [(msgs[i % 16][0] if len(msgs) > 16 else tp, pl) for i, (tp, pl) in enumerate(msgs)]
-    return PubFlood(broker.host, broker.port, msgs, rate, seconds, site, qos=qos)
+            for i in range(len(devices))]
+    return PubFlood(broker.host, broker.port, msgs, rate, seconds, site, procs=procs, qos=qos)
 
 
 # ------------------------------------------------------------------------ gateway
