@@ -54,6 +54,7 @@ FINISHED_KEPT = 1000
 CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, may join it
 VERTICAL_MIN_S = 30.0  # smoke takes at least this long to reach the floor above (docs)
 SPLIT_COST = 12.0  # -2 log L two fires must gain over one before an alarm is a new fire
+FRONT_MIN_ALARMS = 2  # fire-floor smoke alarms before t_ign and K say where the front is
 NEIGHBOUR_M = 8.0  # a smoke alarm this near an alarmed one is spread (detector spacing)
 HEAT_RISE_K = 8.0  # analog heat or temperature rise that counts as heat (multi-criteria)
 CO_RISE_PPM = 25.0  # analog CO rise that counts as combustion gas (multi-criteria)
@@ -652,7 +653,8 @@ class Engine:
         """The open incident this alarm belongs to, if any, and the refined estimate with it.
 
         Never across buildings; never to a floor below the fire (smoke does not sink); to the
-        floor above only ``VERTICAL_MIN_S`` after that floor's first alarm; within
+        floor above only ``VERTICAL_MIN_S`` after that floor's first alarm, and not before
+        the front below could have sent smoke up (``_ahead_of_front``); within
         ``CLUSTER_M``. A smoke alarm on the fire floor must also be explained by one fire:
         if adding it to the incident costs more than ``SPLIT_COST`` over the best single
         origin (it came too early for the front, or beyond detectors that stayed silent),
@@ -698,6 +700,8 @@ class Engine:
         dist = min(math.hypot(device.x - x, device.y - y) for x, y in anchors)
         if dist > CLUSTER_M:
             return None
+        if rise and device.kind == "smoke" and self._ahead_of_front(inc, device, t_ns):
+            return None
         est = None
         smoke = [d for d, _ in members if d.kind == "smoke" and d.floor == fire_floor]
         # next to an alarmed detector nothing lies between them: spread, no test needed
@@ -710,6 +714,25 @@ class Engine:
                     and with_.cost - without.cost > SPLIT_COST):
                 return None
         return dist + rise, est
+
+    def _ahead_of_front(self, inc: Incident, device: Device, t_ns: int) -> bool:
+        """A smoke alarm on the floor above that came before this fire's smoke could be there.
+
+        Smoke up a stair or a shaft is delayed and weakened, never early: it reaches the
+        floor above no sooner than ``VERTICAL_MIN_S`` after the fire floor's front reached
+        the point below the detector, t_ign + K sqrt(r). Only once two or more smoke alarms
+        on the fire floor have fitted t_ign and K; r is measured from the nearest point of
+        the estimate's error radius, so an uncertain origin makes the rule weaker.
+        """
+        got = self._evidence(inc, t_ns)
+        if got is None or len(got[1].alarm_xy) < FRONT_MIN_ALARMS:
+            return False
+        est = locate.solve(got[0], got[1], fine=False)
+        if est is None or est.t_ignition is None or est.k is None:
+            return False
+        r = max(math.hypot(device.x - est.x, device.y - est.y) - est.error_m, locate.R0_M)
+        front = est.t_ignition + est.k * math.sqrt(r)
+        return (t_ns - inc.t0_ns) / NS < front + VERTICAL_MIN_S
 
     def _camera_miss(self, cam: Device, bearing: float | None, inc: Incident) -> float | None:
         """How far the camera's line of sight passes from the incident; None: not seen."""
@@ -758,6 +781,13 @@ class Engine:
     def _solve(self, inc: Incident, t_ns: int, extra: tuple[Device, int] | None = None,
                exclude: str | None = None, fine: bool = True) -> locate.Estimate | None:
         """The evidence of one incident on its fire floor, as of ``t_ns``, through the solver."""
+        got = self._evidence(inc, t_ns, extra, exclude)
+        return locate.solve(got[0], got[1], fine) if got is not None else None
+
+    def _evidence(self, inc: Incident, t_ns: int, extra: tuple[Device, int] | None = None,
+                  exclude: str | None = None
+                  ) -> tuple[locate.FloorPlan, locate.Evidence] | None:
+        """The solver's input for one incident's fire floor, as of ``t_ns``."""
         floor = self._fire_floor(inc, extra[0] if extra else None)
         plan = self._plan(inc.building, floor)
         if plan.px.size == 0:
@@ -819,7 +849,7 @@ class Engine:
                     ev.analog_t.append((tr.t_ns - inc.t0_ns) / NS)
                     ev.analog_rise.append(tr.rise)
                     ev.analog_zone.append(zindex.get(self._zone_of[d.id].id, -1))
-        return locate.solve(plan, ev, fine)
+        return plan, ev
 
     def _locate(self, inc: Incident, now_ns: int, t_ns: int, out: Decisions,
                 est: locate.Estimate | None = None) -> None:

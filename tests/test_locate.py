@@ -29,7 +29,7 @@ from firmware_sim.lab import InfluxDB, Mosquitto
 from firmware_sim.scenario import parse_scenario
 from gateway import locate
 from gateway.config import parse_site
-from gateway.engine import FIRE_KINDS, Engine
+from gateway.engine import FIRE_KINDS, VERTICAL_MIN_S, Engine
 from gateway.journal import Journal
 from gateway.model import NS, Step
 from tests.harness import GatewayProc, Probe
@@ -304,6 +304,32 @@ def test_floors_in_alarm_order_the_floor_above_joins_only_after_smoke_could_rise
     (high,) = play(below, [(0, "u3")])
     (low,) = play(below, [(60, "s3")])  # smoke does not sink: a new fire below
     assert high != low
+
+
+def test_the_floor_above_ahead_of_the_front_below_is_a_second_fire() -> None:
+    """A fire at (20, 6) on floor 1 (K = 30, ignition 40 s before): s21, s15 and s27 alarm
+    in 49 s, so t_ign and K are known. The front below u9 (11 m away) comes 70 s after the
+    first alarm, and smoke needs 30 s more to rise: u9 alarming at 55 s is a second fire
+    on floor 2, at 110 s it is this fire's smoke. Two alarms 12 m apart within a second
+    (one fire between them, K unknown) never make the floor above a second fire."""
+    origin = (20.0, 6.0)
+    script = sorted((model_time(origin, (x, 6.0)), f"s{x}") for x in (15, 21, 27))
+    t0 = script[0][0]
+    below = [(t - t0, dev) for t, dev in script]
+    assert below[-1][0] < 55.0 < model_time(origin, (9.0, 6.0)) - t0 + VERTICAL_MIN_S
+    early = Sim(ROW)
+    incs = play(early, below)
+    assert len(set(incs)) == 1
+    (up,) = play(early, [(55.0, "u9")])
+    assert up != incs[0], "u9 alarmed before this fire's smoke could be above it"
+    assert len(early.engine.open_incidents()) == 2
+    late = Sim(ROW)
+    incs = play(late, below)
+    assert play(late, [(110.0, "u9")]) == [incs[0]]
+    together = Sim(ROW)
+    a, b = play(together, [(0.0, "s3"), (0.8, "s15")])
+    assert a == b, "12 m apart within a second: one fire between them"
+    assert play(together, [(31.0, "u9")]) == [a]
 
 
 def test_refined_positions_survive_a_restart() -> None:
