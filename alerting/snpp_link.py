@@ -143,6 +143,29 @@ async def send_snpp(host: str, port: int, pager_id: str, page: Page, *, two_way:
     return delivery(outcome.accepted, detail, outcome.tag)
 
 
+async def _tag_command(machine: type[MstaPoll], host: str, port: int, tag: tuple[str, str],
+                       deadline_s: float) -> str | None:
+    """One ``MSTA``/``KTAG`` session about ``tag``: its status, or None when it failed
+    (logged). Never raises except CancelledError."""
+    verb = machine.verb
+    try:
+        session = machine(*tag)
+    except (SnppError, TypeError) as e:
+        log.warning("snpp: cannot send %s for tag %r: %s", verb, tag, e)
+        return None
+    try:
+        broke_off = await _converse(session, host, port, deadline_s)
+    except Exception:
+        log.exception("snpp: unexpected error on %s %s at %s:%s", verb, tag, host, port)
+        return None
+    if session.status is None:
+        log.warning("snpp: %s %s at %s:%s failed: %s", verb, tag[0], host, port,
+                    broke_off or "no result")
+        return None
+    log.debug("snpp: %s %s: %s (%s)", verb, tag[0], session.status, session.detail)
+    return session.status
+
+
 async def poll_snpp(host: str, port: int, tag: tuple[str, str], *,
                     deadline_s: float = 5.0) -> str | None:
     """Ask the SNPP server for the responder's reply to the page with ``tag``.
@@ -154,22 +177,8 @@ async def poll_snpp(host: str, port: int, tag: tuple[str, str], *,
     polls again, and its escalation timer, not this call, decides when to give up.
     Never raises except CancelledError.
     """
-    try:
-        poll = MstaPoll(*tag)
-    except (SnppError, TypeError) as e:
-        log.warning("snpp: cannot poll tag %r: %s", tag, e)
-        return None
-    try:
-        broke_off = await _converse(poll, host, port, deadline_s)
-    except Exception:
-        log.exception("snpp: unexpected error polling %s at %s:%s", tag, host, port)
-        return None
-    if poll.status is None:
-        log.warning("snpp: MSTA %s at %s:%s failed: %s", tag[0], host, port,
-                    broke_off or "no result")
-        return None
-    log.debug("snpp: MSTA %s: %s (%s)", tag[0], poll.status, poll.detail)
-    return _POLL_RESULT.get(poll.status)
+    status = await _tag_command(MstaPoll, host, port, tag, deadline_s)
+    return None if status is None else _POLL_RESULT.get(status)
 
 
 async def kill_snpp(host: str, port: int, tag: tuple[str, str], *,
@@ -179,18 +188,4 @@ async def kill_snpp(host: str, port: int, tag: tuple[str, str], *,
     Never raises except CancelledError; a failed kill is logged and costs nothing but
     a page the carrier may still deliver.
     """
-    try:
-        kill = KtagKill(*tag)
-    except (SnppError, TypeError) as e:
-        log.warning("snpp: cannot kill tag %r: %s", tag, e)
-        return FAILED
-    try:
-        broke_off = await _converse(kill, host, port, deadline_s)
-    except Exception:
-        log.exception("snpp: unexpected error killing %s at %s:%s", tag, host, port)
-        return FAILED
-    if kill.status is None:
-        log.warning("snpp: KTAG %s at %s:%s failed: %s", tag[0], host, port,
-                    broke_off or "no result")
-        return FAILED
-    return kill.status
+    return await _tag_command(KtagKill, host, port, tag, deadline_s) or FAILED
