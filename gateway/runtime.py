@@ -488,18 +488,8 @@ class Gateway:
             log.info("step", incident=step.incident, stage=step.stage,
                      elapsed_s=round(step.elapsed_s, 3), zone=step.zone,
                      responder=step.responder, tier=step.tier, device=step.device)
-        for observer in self.observers:
-            for step in out.steps:
-                try:
-                    observer(step)
-                except Exception:
-                    log.exception("observer failed", stage=step.stage)
-        for device_observer in self.device_observers:
-            for ds in out.devices:
-                try:
-                    device_observer(ds)
-                except Exception:
-                    log.exception("observer failed", device=ds.device)
+        _notify(self.observers, out.steps)
+        _notify(self.device_observers, out.devices)
         for ds in out.devices:
             if ds.troubles and ds.state != "alarm":
                 log.info("trouble", device=ds.device, state=ds.state,
@@ -733,6 +723,16 @@ class Gateway:
             log.info("journal back below its trouble level", used_mb=round(used / 1048576, 1))
             self.journal.commit((), [("publish", "trouble/gateway", b"", True)])
             await self._flush_outbox()
+
+
+def _notify(observers: list[Any], items: list[Any]) -> None:
+    """Hand each step or device state to each observer; one that fails costs only itself."""
+    for observer in observers:
+        for item in items:
+            try:
+                observer(item)
+            except Exception:
+                log.exception("observer failed", item=repr(item)[:120])
 
 
 def _routine(payload: bytes) -> bool:
