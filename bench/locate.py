@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from drivers.signal import Signal
-from firmware_sim.fire import FireScenario, SiteMap, generate, generated_site
+from firmware_sim.fire import HEADS, FireScenario, SiteMap, generate, generated_site
 from gateway.config import Site, load_site, parse_site
 from gateway.engine import FIRE_KINDS, Engine
 from gateway.geometry import zone_at
@@ -383,12 +383,12 @@ def machine() -> str:
 
 
 def run_site(name: str, site: Site, simmap: SiteMap, n: int, seed: int,
-             index: int) -> Tally:
+             index: int, heads: str = "type") -> Tally:
     base = Engine(site)
     tally = Tally()
     for i in range(n):
         sseed = int(np.random.SeedSequence([seed, index, i]).generate_state(1)[0])
-        sc = generate(simmap, sseed)
+        sc = generate(simmap, sseed, heads=heads)
         score(site, play(base, sc), tally)
     return tally
 
@@ -399,9 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", type=int, default=500, help="per site")
     ap.add_argument("--site", choices=("example", "generated", "both"), default="both")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--heads", choices=HEADS, default="type",
+                    help="smoke heads of one type (default) or each over the whole range")
     args = ap.parse_args(argv)
     print(f"bench/locate.py --seed {args.seed} --scenarios {args.scenarios} "
-          f"--site {args.site}")
+          f"--site {args.site} --heads {args.heads}")
     print(f"machine: {machine()}")
     sites: list[tuple[str, str]] = []
     if args.site in ("example", "both"):
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     for index, (name, text) in enumerate(sites):
         site = load_site(EXAMPLE) if text == EXAMPLE.read_text() else parse_site(text, name)
         t0 = time.perf_counter()
-        tally = run_site(name, site, SiteMap.from_yaml(text), args.scenarios, args.seed, index)
+        tally = run_site(name, site, SiteMap.from_yaml(text), args.scenarios, args.seed, index,
+                         args.heads)
         print_table(f"{name}: {args.scenarios} scenarios, seed {args.seed} "
                     f"({time.perf_counter() - t0:.0f} s)", report(name, tally))
         results[name] = {r[0].strip(): r[1] for r in report(name, tally)}

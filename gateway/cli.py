@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from gateway.config import ConfigError, Site, load_site
+from gateway.coverage import notes as coverage_notes
 from gateway.logs import setup_logging
 from gateway.mqtt_link import MqttTarget, Unreachable, _redact
 
@@ -98,6 +99,8 @@ def check_config(file: Annotated[Path, typer.Argument(help="site YAML file")]) -
     typer.echo(f"{file}: ok: site {site.site}, {len(site.zones)} zones, "
                f"{len(site.devices)} devices, {len(site.responders)} responders, "
                f"{len(site.tiers)} tiers")
+    for line in coverage_notes(site):
+        typer.echo(f"{file}: note: {line}")
 
 
 @app.command()

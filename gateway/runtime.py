@@ -27,6 +27,7 @@ from alerting.page import AckError, decode_mqtt_ack
 from drivers import native
 from drivers.signal import PayloadError, Signal
 from gateway.config import Site
+from gateway.coverage import notes as coverage_notes
 from gateway.engine import OPEN, Engine
 from gateway.feeds import FeedHub
 from gateway.forwarder import Forwarder
@@ -138,6 +139,8 @@ class Gateway:
                                f"{len(self.engine.open_incidents())} open incidents")
             log.info("gateway running", site=self.site.site, broker=self.mqtt.target.redacted(),
                      influx=self.influx_target.redacted(), journal=str(self.journal.path))
+            for note in coverage_notes(self.site):  # docs/configuration.md: advice, once
+                log.warning("detector coverage", note=note)
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:

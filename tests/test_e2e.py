@@ -50,6 +50,9 @@ def test_smoke_alarm_confirmed_paged_acked_on_scene_closed(env) -> None:
     gw, probe, influxdb, db, _ = env
     gw.start()
     probe.wait(lambda m: m.topic == "status" and m.payload == b"online")
+    # the test site is sparser than GB 50116 asks: said once, after the start, not fatal
+    gw.wait_log("detector coverage")
+    assert "zones[0] (a-1f): 200 m² with 2 smoke" in gw.log_text()
     t_sent = probe.signal("smk-a1", kind="smoke")
     inc = probe.first_incident("smk-a1")
 

@@ -1,0 +1,78 @@
+"""Does each cell have as many detectors as the national code asks? (check-config notes)
+
+A cell with too few detectors is found late and placed badly: the locator cannot do
+better than the spacing it is given (docs/locating.md measures 5 m with two detectors in
+a 300 m² cell, 2.5 m at the code's minimum, 1.3 m with one per room). GB 50116-2013
+§6.2.2 sets how much floor one point detector protects, by room area, under a ceiling up
+to 6 m (the site file has no ceiling heights; residential and shop ceilings are lower):
+
+- smoke: 80 m² in a room of at most 80 m², else 60 m²;
+- heat: 30 m² in a room of at most 30 m², else 20 m²;
+- a corridor under 3 m wide (§6.2.4): smoke detectors at most 15 m apart, heat 10 m.
+
+These are notes, not errors: the site may be a demonstration, or the detectors may be
+the panel's and only some are wired to firegrid. ``firegrid check-config`` prints them
+after its summary and ``firegrid run`` logs them once, once it is
+running (a start that fails still says one thing only).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.config import Site, Zone
+from gateway.geometry import contains
+
+CORRIDOR_W_M = 3.0
+# (area of a small room, what one protects there, what one protects in a larger room,
+#  spacing along a corridor)
+RULES = {"smoke": (80.0, 80.0, 60.0, 15.0), "heat": (30.0, 30.0, 20.0, 10.0)}
+
+
+def area(polygon: list[tuple[float, float]]) -> float:
+    """Shoelace area, m²."""
+    n = len(polygon)
+    return abs(sum(polygon[i][0] * polygon[(i + 1) % n][1]
+                   - polygon[(i + 1) % n][0] * polygon[i][1] for i in range(n))) / 2.0
+
+
+def needed(zone: Zone, kind: str) -> int:
+    """How many ``kind`` detectors alone would cover ``zone`` under GB 50116."""
+    small, per_small, per_large, spacing = RULES[kind]
+    s = area(zone.polygon)
+    xs, ys = [p[0] for p in zone.polygon], [p[1] for p in zone.polygon]
+    width, length = sorted((max(xs) - min(xs), max(ys) - min(ys)))
+    if width < CORRIDOR_W_M:
+        return max(1, math.ceil(length / spacing))
+    return max(1, math.ceil(s / (per_small if s <= small else per_large)))
+
+
+def notes(site: Site) -> list[str]:
+    """One line per cell whose smoke and heat detectors cover less than the code asks.
+
+    A smoke detector counts as 1 / needed(smoke) of the cell, a heat detector as
+    1 / needed(heat), so a kitchen may mix them. A device counts in the cell that holds
+    it (the first, if it stands on a shared edge).
+    """
+    home: dict[str, str] = {}  # device -> the first cell that holds it
+    for d in site.devices:
+        for z in site.zones:
+            if z.floor == d.floor and contains(z.polygon, d.x, d.y):
+                home[d.id] = z.id
+                break
+    out = []
+    for i, zone in enumerate(site.zones):
+        have = {"smoke": 0, "heat": 0}
+        for d in site.devices:
+            if d.kind in have and home.get(d.id) == zone.id:
+                have[d.kind] += 1
+        need = {k: needed(zone, k) for k in have}
+        covered = sum(have[k] / need[k] for k in have)
+        if covered >= 1.0 - 1e-9:
+            continue
+        got = ", ".join(f"{n} {k}" for k, n in have.items() if n) or "no smoke or heat detector"
+        out.append(f"zones[{i}] ({zone.id}): {area(zone.polygon):.0f} m² with {got}; "
+                   f"GB 50116-2013 asks for {need['smoke']} smoke or {need['heat']} heat "
+                   "detectors (§6.2.2, ceiling up to 6 m): alarms here are found later and "
+                   "placed less precisely")
+    return out
