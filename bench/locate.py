@@ -100,6 +100,8 @@ class Tally:
     err_by_n: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     cell_first: list[bool] = field(default_factory=list)
     cell_final: list[bool] = field(default_factory=list)
+    # wrong cell, but the incident's ``cells`` (incident/<id>) lists the source's cell
+    cell_listed: list[bool] = field(default_factory=list)
     # the same, for scenarios with one fire and nothing else (no second source to confuse)
     single_err_3: list[float] = field(default_factory=list)
     single_cell_final: list[bool] = field(default_factory=list)
@@ -234,6 +236,14 @@ def _score_location(site: Site, src: Any, steps: list[Step], t: Tally, single: b
     t.err_final.append(err(final))
     t.cell_first.append(first.zone == src.zone)
     t.cell_final.append(final.zone == src.zone)
+    if final.zone != src.zone:  # what the duty room still sees: the cells in alarm
+        cells = set()
+        for s in steps:
+            dev = site.device(s.device) if s.stage == "detected" and s.device else None
+            if dev is not None and dev.kind != "camera":
+                z = zone_at(site, dev.floor, dev.x, dev.y)
+                cells.add(z.id if z is not None else None)
+        t.cell_listed.append(src.zone in cells)
     if single:
         t.single_cell_final.append(final.zone == src.zone)
     t.floor_final.append(final.fields["floor"] == src.floor)
@@ -288,6 +298,8 @@ def report(name: str, t: Tally) -> list[tuple[str, str, str, str]]:
          ok(None if cell is None else cell >= 0.98)),
         ("  ... single-fire scenarios only", _rate(sum(t.single_cell_final),
                                                    len(t.single_cell_final)), "", ""),
+        ("  wrong cell, but in the incident's cells", _rate(sum(t.cell_listed),
+                                                            len(t.cell_listed)), "", ""),
         ("correct floor, final", _rate(sum(t.floor_final), len(t.floor_final)), "", ""),
         ("final method", ", ".join(f"{k} {v}" for k, v in sorted(t.methods.items())), "", ""),
         ("T0 to first position (simulated s)",

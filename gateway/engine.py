@@ -523,7 +523,7 @@ class Engine:
         """Every retained message the gateway owns, for republishing after a (re)connect."""
         out: list[Publish] = []
         for inc in self.incidents.values():
-            out.append(Publish(f"incident/{inc.id}", orjson.dumps(inc.public(self.site.site)),
+            out.append(Publish(f"incident/{inc.id}", orjson.dumps(self._state(inc)),
                                retain=True))
             if inc.state == OPEN and inc.queued_to is not None:
                 out.append(self._confirm_request(inc))
@@ -1201,15 +1201,33 @@ class Engine:
         out.publishes = [p for p in out.publishes if p.topic != f"incident/{inc.id}"]
         # a final state goes through the outbox: after a crash, finished incidents are not
         # republished, so a lost 'closed' would leave the broker saying 'confirmed' forever
-        out.publishes.append(Publish(f"incident/{inc.id}",
-                                     orjson.dumps(inc.public(self.site.site)), retain=True,
-                                     durable=not inc.active))
+        out.publishes.append(Publish(f"incident/{inc.id}", orjson.dumps(self._state(inc)),
+                                     retain=True, durable=not inc.active))
         if inc.cap_dirty:
             inc.cap_dirty = False
             cap = self._cap(inc)
             if cap is not None:
                 out.publishes = [p for p in out.publishes if p.topic != cap.topic]
                 out.publishes.append(cap)
+
+    def _state(self, inc: Incident) -> dict:
+        """The retained ``incident/<id>`` body: the public fields and the cells in alarm.
+
+        ``cells`` lists every cell with a detector in the incident, in the order their
+        first alarm came: the fire's cell, then where its smoke (or, which alarm times
+        cannot tell apart, a second fire next door: docs/locating.md) was detected next.
+        A camera counts for nothing here: it sees into other cells than its own.
+        """
+        cells: dict[str, dict] = {}
+        for dev_id, t_ns in sorted(inc.devices.items(), key=lambda kv: kv[1]):
+            d = self.site.device(dev_id)
+            zone = self._zone_of.get(dev_id)
+            if d is None or zone is None or d.kind == "camera":
+                continue
+            cell = cells.setdefault(zone.id, {"zone": zone.id, "floor": zone.floor,
+                                              "first": round(t_ns / NS, 3), "devices": 0})
+            cell["devices"] += 1
+        return {**inc.public(self.site.site), "cells": list(cells.values())}
 
     def _cap(self, inc: Incident) -> Publish | None:
         """The incident's latest CAP 1.2 message: Alert, then Update, then Cancel at the end.

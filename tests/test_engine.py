@@ -294,6 +294,24 @@ def test_two_detectors_in_one_zone_confirm_by_coincidence() -> None:
     assert len(sim.engine.open_incidents()) == 1
 
 
+def test_incident_state_lists_the_cells_in_alarm_in_order() -> None:
+    """The duty room sees where smoke has been detected, cell by cell, first alarm first."""
+    sim = Sim()
+    inc = start(sim, "smk-301")
+    sim.signal("smk-302", t=5, received=5)
+    sim.signal("cam-01", t=8, received=8)  # a camera sees into other cells: not counted
+    sim.signal("smk-304", t=12, received=12)
+    d = sim.signal("smk-311", t=70, received=70)  # the canteen kitchen next door
+    assert one(d, "detected").incident == inc
+    state = payload(d, f"incident/{inc}")
+    t0 = state["t0"]
+    assert [(c["zone"], c["floor"], c["devices"], round(c["first"] - t0, 3))
+            for c in state["cells"]] == [("b3-2f-east", 2, 3, 0.0), ("b3-2f-kitchen", 2, 1, 70.0)]
+    assert state["zone"] == "b3-2f-east"  # the position stays with the fire's cell
+    retained = [p for p in sim.engine.retained() if p.topic == f"incident/{inc}"]
+    assert orjson.loads(retained[0].payload)["cells"] == state["cells"]
+
+
 def test_the_same_detector_twice_is_not_coincidence() -> None:
     sim = Sim()
     inc = start(sim, "smk-301")
