@@ -739,10 +739,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("site", help="the site file the gateway runs with")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kind", choices=KINDS, default=None, help="default: drawn from the mix")
+    ap.add_argument("--heads", choices=HEADS, default="type",
+                    help="smoke heads of one type (default) or each over the whole range")
     args = ap.parse_args(argv)
     with open(args.site, encoding="utf-8") as fh:
         site = SiteMap.from_yaml(fh.read())
-    print(scenario_yaml(generate(site, args.seed, args.kind), site.site), end="")
+    print(scenario_yaml(generate(site, args.seed, args.kind, args.heads), site.site), end="")
     return 0
 
 
