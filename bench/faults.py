@@ -1336,6 +1336,32 @@ def _timer_checks(r: Result, a: Audit) -> None:
                 for t in worst if t.late_beyond_s > 0.5]
 
 
+@dataclass
+class Outcome:
+    """A case's gateway stopped and its record judged: exit code, journal, the three checks."""
+
+    code: int
+    steps: list[StepRow]
+    audit: Audit
+    pages: PageCheck
+    influx: InfluxCheck
+
+
+def stop_and_check(gw: Gw, watch: Watch, inputs: list[Input], site: SiteSpec,
+                   influx_base: str, db: str, *, influx_wait_s: float = 30.0) -> Outcome:
+    """Stop the gateway (clean), then audit its journal, the pages seen and InfluxDB.
+
+    The last gateway down-window is its final stop, which no page may be blamed on.
+    """
+    end_t = time.time()
+    code = gw.stop()
+    steps = read_journal(gw.journal)
+    return Outcome(code, steps,
+                   audit_steps(steps, inputs, site, gw.windows(), gw.starts(), end_t),
+                   check_pages(steps, watch.pages(), gw.downs[:-1]),
+                   check_influx(steps, influx_base, db, site.name, wait_s=influx_wait_s))
+
+
 def _restart_times(gw: Gw) -> list[float]:
     """Spawn -> 'mqtt connected' for every start after the first."""
     conn = gw.connected_at()
@@ -1411,13 +1437,9 @@ def case_crash(ctx: Ctx) -> Result:
             r.notes.append(f"{stuck} stories had not finished after the timeout")
             director.run(director.all_done, timeout=15)
         director.run(lambda: False, timeout=1.0)
-        end_t = time.time()
-        code = gw.stop()
-        steps = read_journal(gw.journal)
-        a = audit_steps(steps, director.scenario_inputs(), site, gw.windows(),
-                        gw.starts(), end_t)
-        pc = check_pages(steps, watch.pages(), gw.downs[:-1])
-        ic = check_influx(steps, ctx.influx.base_url, db, site.name)
+        out = stop_and_check(gw, watch, director.scenario_inputs(), site,
+                             ctx.influx.base_url, db)
+        code, steps, a, pc, ic = out.code, out.steps, out.audit, out.pages, out.influx
         restarts = _restart_times(gw)
         downs = [w[1] - w[0] for w in gw.windows()] or [0.0]
         r.done = (f"{n} incidents, one every {spacing} s, people reacting on MQTT; "
@@ -1485,13 +1507,8 @@ def case_offline_alarms(ctx: Ctx) -> Result:
                            "recovered_s": (t_all - t_spawn) if t_all else None})
             gw.wait_log("event='mqtt connected'", count=len(gw.spawns))
         time.sleep(1.0)
-        end_t = time.time()
-        code = gw.stop()
-        steps = read_journal(gw.journal)
-        a = audit_steps(steps, actor.inputs, site, gw.windows(),
-                        gw.starts(), end_t)
-        pc = check_pages(steps, watch.pages(), gw.downs[:-1])
-        ic = check_influx(steps, ctx.influx.base_url, db, site.name)
+        out = stop_and_check(gw, watch, actor.inputs, site, ctx.influx.base_url, db)
+        code, steps, a, pc, ic = out.code, out.steps, out.audit, out.pages, out.influx
         r.done = (f"{k} manual call points published (QoS 1) while the gateway was down, "
                   "twice: after a clean stop (SIGTERM) and after kill -9; then restarted")
         detected = {s.device: s for s in steps if s.stage == "detected"}
@@ -1582,13 +1599,9 @@ def case_broker_restart(ctx: Ctx) -> Result:
             r.notes.append(f"{stuck} stories had not finished")
             director.run(director.all_done, timeout=10)
         director.run(lambda: False, timeout=1.0)
-        end_t = time.time()
-        code = gw.stop()
-        steps = read_journal(gw.journal)
-        a = audit_steps(steps, director.scenario_inputs(), site, gw.windows(),
-                        gw.starts(), end_t)
-        pc = check_pages(steps, watch.pages(), gw.downs[:-1])
-        ic = check_influx(steps, ctx.influx.base_url, db, site.name)
+        out = stop_and_check(gw, watch, director.scenario_inputs(), site,
+                             ctx.influx.base_url, db)
+        code, steps, a, pc, ic = out.code, out.steps, out.audit, out.pages, out.influx
         detected = {s.device: s for s in steps if s.stage == "detected"}
         first_after = min((detected[d].t0 for d in outage_alarms if d in detected), default=None)
         r.done = (f"A: {n_a} incidents under way, broker stopped (SIGTERM) for {down_s:g} s, "
@@ -1737,14 +1750,10 @@ def case_influx_outage(ctx: Ctx) -> Result:
             r.notes.append(f"{director.close_stragglers()} stories had not finished")
             director.run(director.all_done, timeout=10)
         director.run(lambda: False, timeout=2.0)
-        end_t = time.time()
-        code = gw.stop()
+        out = stop_and_check(gw, watch, director.scenario_inputs(), site, influx.base_url, db,
+                             influx_wait_s=60)
+        code, steps, a, pc, ic = out.code, out.steps, out.audit, out.pages, out.influx
         counters = gw.counters()
-        steps = read_journal(gw.journal)
-        a = audit_steps(steps, director.scenario_inputs(), site, gw.windows(),
-                        gw.starts(), end_t)
-        pc = check_pages(steps, watch.pages(), gw.downs[:-1])
-        ic = check_influx(steps, influx.base_url, db, site.name, wait_s=60)
         # the backlog at InfluxDB's return, known now: steps and heartbeats up to t_back
         backlog_steps = sum(1 for st in steps if st.t <= t_back)
         backlog_beats = influx_count(influx.base_url, db, q_beats)
