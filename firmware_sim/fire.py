@@ -18,7 +18,8 @@ real installations have added on top (every figure and its source: docs/locating
   EN 54-7's reproducibility test lets specimens of one type differ; a smoke entry lag of
   characteristic length L (Heskestad), one per detector type, dS/dt = (dT_jet - S) u / L;
 - a heat detector with a response time index: dT/dt = sqrt(u) / RTI (dT_jet - T), alarm
-  at 57 C; temperature and CO sensors that report analog values every few seconds;
+  at 57 C, one RTI per type as for smoke; temperature and CO sensors that report analog
+  values every few seconds;
 - walls: a detector in another zone (cell) sees the jet only after a door delay and
   weakened, or not at all; the floor above sees it after a shaft delay, or not at all;
 - each automatic detector fails to operate with probability 12 % (88 % of smoke alarms
@@ -392,15 +393,20 @@ def _simulate(site: SiteMap, rng: np.random.Generator, sources: list[Source],
     # per-device properties, drawn once per scenario
     smoke_thr = SMOKE_DT_MEDIAN_K * np.exp(rng.normal(0, SMOKE_DT_SPREAD, n))
     smoke_l = rng.uniform(*SMOKE_L_M, n)
-    if heads == "type":  # one type's heads: its L, and the per-fire threshold in _fires
-        smoke_thr = SMOKE_DT_MEDIAN_K * np.exp(rng.normal(0, SMOKE_HEAD_SPREAD, n))
-        smoke_l = float(rng.uniform(*SMOKE_L_M)) * np.exp(rng.normal(0, SMOKE_HEAD_SPREAD, n))
     rti = np.where(kinds == "temperature", rng.uniform(*TEMP_RTI, n), rng.uniform(*HEAT_RTI, n))
     co_per_k = np.exp(rng.uniform(math.log(CO_PPM_PER_K[0]), math.log(CO_PPM_PER_K[1]), n))
     fails = rng.random(n) < P_FAIL
     ambient = rng.uniform(18.0, 26.0, n)
     net = rng.uniform(*NET_DELAY_S, n)
     sample = rng.uniform(0, SAMPLE_S, n)
+    if heads == "type":  # the draws above stay as they were: "independent" is unchanged
+        # one type of smoke head: its entry length L; the threshold per fire is in _fires
+        smoke_thr = SMOKE_DT_MEDIAN_K * np.exp(rng.normal(0, SMOKE_HEAD_SPREAD, n))
+        smoke_l = float(rng.uniform(*SMOKE_L_M)) * np.exp(rng.normal(0, SMOKE_HEAD_SPREAD, n))
+        # heat detectors and temperature sensors are one type each as well: one RTI
+        type_rti = np.where(kinds == "temperature", float(rng.uniform(*TEMP_RTI)),
+                            float(rng.uniform(*HEAT_RTI)))
+        rti = type_rti * np.exp(rng.normal(0, SMOKE_HEAD_SPREAD, n))
     events: list[Event] = []
     first_alarm: dict[str, float] = {}
     alarm_at: dict[int, tuple[float, str]] = {}  # device index -> (t, source)
