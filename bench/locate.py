@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site", choices=("example", "generated", "both"), default="both")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--heads", choices=HEADS, default="type",
-                    help="smoke heads of one type (default) or each over the whole range")
+                    help="detectors of one type per site (default) or each over the whole range")
     args = ap.parse_args(argv)
     print(f"bench/locate.py --seed {args.seed} --scenarios {args.scenarios} "
           f"--site {args.site} --heads {args.heads}")

@@ -238,8 +238,8 @@ def generate(site: SiteMap, seed: int, kind: str | None = None,
     ``kind`` None draws one from ``MIX``. A draw whose sources alarm nothing (every
     detector failed, or none is near) is drawn again from the same generator, so every
     scenario returned has at least one alarm. ``heads``: ``type`` (the site's smoke heads
-    share one type's threshold and entry lag, per fire) or ``independent`` (each head
-    drawn over the whole range, see ``SMOKE_HEAD_SPREAD``).
+    share one type's threshold, per fire, and entry lag; its heat detectors one RTI) or
+    ``independent`` (each head drawn over the whole range, see ``SMOKE_HEAD_SPREAD``).
     """
     if heads not in HEADS:
         raise ValueError(f"heads must be one of {', '.join(HEADS)}, not {heads!r}")
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kind", choices=KINDS, default=None, help="default: drawn from the mix")
     ap.add_argument("--heads", choices=HEADS, default="type",
-                    help="smoke heads of one type (default) or each over the whole range")
+                    help="detectors of one type per site (default) or each over the whole range")
     args = ap.parse_args(argv)
     with open(args.site, encoding="utf-8") as fh:
         site = SiteMap.from_yaml(fh.read())
