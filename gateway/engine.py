@@ -619,7 +619,9 @@ class Engine:
             return  # already counted in its incident
         bearing = sig.bearing_deg if device.kind == "camera" else None
         inc, est = self._cluster(device, zone, bearing, received_ns)
-        fields: dict[str, object] = {"kind": device.kind}
+        # the device's own cell: the step's zone tag is the incident's, so an auditor can
+        # see where each detector was without the site file (docs/audit.md)
+        fields: dict[str, object] = {"kind": device.kind, "cell": zone.id}
         if bearing is not None:
             fields["bearing_deg"] = float(bearing)
         if sig.value is not None:

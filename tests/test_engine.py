@@ -302,7 +302,10 @@ def test_incident_state_lists_the_cells_in_alarm_in_order() -> None:
     sim.signal("cam-01", t=8, received=8)  # a camera sees into other cells: not counted
     sim.signal("smk-304", t=12, received=12)
     d = sim.signal("smk-311", t=70, received=70)  # the canteen kitchen next door
-    assert one(d, "detected").incident == inc
+    det = one(d, "detected")
+    assert det.incident == inc
+    # the audit record says where the detector was, the zone tag where the fire is
+    assert det.fields["cell"] == "b3-2f-kitchen" and det.zone == "b3-2f-east"
     state = payload(d, f"incident/{inc}")
     t0 = state["t0"]
     assert [(c["zone"], c["floor"], c["devices"], round(c["first"] - t0, 3))
