@@ -208,9 +208,15 @@ class Lab:
         (row,) = wait_for(rows, 10, f"detected step of {device} in {incident}")
         return row
 
-    def records(self, measurement: str, device: str) -> list[dict]:
-        return influx_rows(self.influx.base_url, "feeds_e2e",
-                           f"SELECT * FROM {measurement} WHERE \"device\" = '{device}'")
+    def records(self, measurement: str, device: str, state: str) -> list[dict]:
+        """The device's ``state`` records in InfluxDB, once there are any (10 s at most):
+        they travel in their own write, which may come after the steps'."""
+        def rows() -> list[dict]:
+            return [r for r in influx_rows(
+                self.influx.base_url, "feeds_e2e",
+                f"SELECT * FROM {measurement} WHERE \"device\" = '{device}'")
+                if r["state"] == state]
+        return wait_for(rows, 10, f"{measurement} {state} record of {device}")
 
     def mosquitto_pub(self, topic: str, payload: dict | str | bytes) -> float:
         data = payload if isinstance(payload, str | bytes) else json.dumps(payload)
@@ -310,7 +316,7 @@ def test_frigate_fire_event_with_its_box_and_bearing(lab: Lab) -> None:
     step = lab.detected(inc, "cam-f")
     # box centre x = 1000 of 1280 px: 45 + 90 * (0.5 - 1000/1280) = 19.7 degrees
     assert abs(step["bearing_deg"] - 19.6875) < 1e-6, step
-    (signal,) = [r for r in lab.records("signal", "cam-f") if r["state"] == "alarm"]
+    (signal,) = lab.records("signal", "cam-f", "alarm")
     assert signal["box"] == "900,300,1100,500" and signal["feed"] == "nvr"
     assert signal["zones"] == "yard_lawn" and abs(signal["top_score"] - 0.91) < 1e-9
     lab.mosquitto_pub("frigate/events", frigate_event("update", "1700.1-abc"))
