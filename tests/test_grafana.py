@@ -87,7 +87,8 @@ NUISANCE = [
     ("dismissed", 12.0, {"responder": "w-03", "tier": 0, "fields": {"by": "w-03"}}),
 ]
 LOCATE_LATE = [  # a backlog: located after 14 s; a volunteer declines, the squad comes
-    ("detected", 0.0, {"device": "smk-102", "fields": {"kind": "smoke", "building": "b3"}}),
+    ("detected", 0.0, {"device": "smk-102", "fields": {"kind": "smoke", "building": "b3",
+                                                       "cell": "b3-1f-shops"}}),
     ("breach", 10.0, {"fields": {"sla": "locate", "target_s": 10.0}}),
     ("located", 14.0, {"fields": {"x": 18.0, "y": 6.0, "floor": 1.0, "error_m": 4.0,
                                   "detectors": 1.0}}),
@@ -508,6 +509,9 @@ def test_figures(grafana_db: str) -> None:
     assert timeline == {"detected": 0.0, "breach": 10.0, "located": 14.0, "confirmed": 14.0,
                         "paged": 14.0, "declined": 16.0, "acked": 19.5, "on_scene": 19.5,
                         "closed": 600.0}
+    # the detector's own cell beside the incident's zone (docs/audit.md)
+    (det,) = [x for x in r["Steps of $incident", "A"] if x["stage"] == "detected"]
+    assert (det["device"], det["cell"]) == ("smk-102", "b3-1f-shops")
 
     open_now = {x["incident"]: x["last_stage"] for x in r["Open incidents (latest step)", "A"]}
     assert open_now == {"inc-demo-4": "acked", "inc-drill-3": "breach"}
