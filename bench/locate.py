@@ -102,6 +102,9 @@ class Tally:
     cell_final: list[bool] = field(default_factory=list)
     # wrong cell, but the incident's ``cells`` (incident/<id>) lists the source's cell
     cell_listed: list[bool] = field(default_factory=list)
+    # ... and a responder was told of it (a notice, or a page sent after it joined), how soon
+    cell_told: list[bool] = field(default_factory=list)
+    cell_told_s: list[float] = field(default_factory=list)
     # the same, for scenarios with one fire and nothing else (no second source to confuse)
     single_err_3: list[float] = field(default_factory=list)
     single_cell_final: list[bool] = field(default_factory=list)
@@ -215,6 +218,25 @@ def score(site: Site, p: Played, t: Tally) -> None:
     t.first_ns += p.first_ns
 
 
+def _told_after(site: Site, zone: str, steps: list[Step]) -> float | None:
+    """Seconds from the first alarm in ``zone`` to a responder hearing of that cell.
+
+    Either a ``notified`` step naming it, or a page (``paged``, ``pre_alerted``) sent once
+    the cell was in the incident: every page lists the incident's cells. None: never.
+    """
+    first = None
+    for s in steps:
+        dev = site.device(s.device) if s.stage == "detected" and s.device else None
+        if first is None and dev is not None and dev.kind != "camera":
+            z = zone_at(site, dev.floor, dev.x, dev.y)
+            if z is not None and z.id == zone:
+                first = s.t_ns
+        if first is not None and (s.stage in ("paged", "pre_alerted") or (
+                s.stage == "notified" and s.fields.get("cell") == zone)):
+            return (s.t_ns - first) / 1e9
+    return None
+
+
 def _score_location(site: Site, src: Any, steps: list[Step], t: Tally, single: bool) -> None:
     located = [s for s in steps if s.stage == "located"]
     if not located:
@@ -244,6 +266,10 @@ def _score_location(site: Site, src: Any, steps: list[Step], t: Tally, single: b
                 z = zone_at(site, dev.floor, dev.x, dev.y)
                 cells.add(z.id if z is not None else None)
         t.cell_listed.append(src.zone in cells)
+        told = _told_after(site, src.zone, steps)
+        t.cell_told.append(told is not None)
+        if told is not None:
+            t.cell_told_s.append(told)
     if single:
         t.single_cell_final.append(final.zone == src.zone)
     t.floor_final.append(final.fields["floor"] == src.floor)
@@ -300,6 +326,11 @@ def report(name: str, t: Tally) -> list[tuple[str, str, str, str]]:
                                                    len(t.single_cell_final)), "", ""),
         ("  wrong cell, but in the incident's cells", _rate(sum(t.cell_listed),
                                                             len(t.cell_listed)), "", ""),
+        ("  wrong cell, responders told of the source's cell",
+         _rate(sum(t.cell_told), len(t.cell_told)), "", ""),
+        ("  ... seconds from its first alarm to telling them",
+         f"p50 {_pct(t.cell_told_s, 50):.1f}  max {max(t.cell_told_s, default=math.nan):.1f}",
+         "", ""),
         ("correct floor, final", _rate(sum(t.floor_final), len(t.floor_final)), "", ""),
         ("final method", ", ".join(f"{k} {v}" for k, v in sorted(t.methods.items())), "", ""),
         ("T0 to first position (simulated s)",

@@ -141,7 +141,10 @@ class Responders:
         self._emit("page", {
             "responder": responder, "incident": page.incident, "tier": page.tier,
             "zone": page.zone, "text": page.text, "retained": retained,
+            **({"notice": page.extra["notice"]} if page.extra.get("notice") else {}),
         })
+        if page.extra.get("notice"):  # news about an incident already paged: no answer
+            return
         script = self.scenario.responders.get(responder)
         rule = script.page_rule(page.zone) if script is not None else None
         if rule is None or rule.never:

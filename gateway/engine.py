@@ -619,6 +619,7 @@ class Engine:
             return  # already counted in its incident
         bearing = sig.bearing_deg if device.kind == "camera" else None
         inc, est = self._cluster(device, zone, bearing, received_ns)
+        notify: tuple[Device, Zone, list[str]] | None = None  # a new cell joined, who to tell
         # the device's own cell: the step's zone tag is the incident's, so an auditor can
         # see where each detector was without the site file (docs/audit.md)
         fields: dict[str, object] = {"kind": device.kind, "cell": zone.id}
@@ -637,7 +638,10 @@ class Engine:
                                "counter": self.counter})
             inc = self.incidents[inc_id]
         else:
+            new_cell = device.kind != "camera" and zone.id not in self._cells(inc)
             self._emit(out, inc, "detected", received_ns, device=device.id, fields=fields)
+            if new_cell:  # only who was paged before this alarm: a page sent now says it all
+                notify = (device, zone, [*inc.paged, *sorted(inc.pre_alerted - inc.paged.keys())])
         self._locate(inc, now_ns, received_ns, out, est)
         if inc.state == OPEN:
             rule = self._auto_confirm_rule(inc, device, received_ns)
@@ -648,6 +652,8 @@ class Engine:
                 self._queue(inc, now_ns, out)
         if inc.state == OPEN and not inc.pre_alerted:
             self._pre_alert(inc, now_ns, out)
+        if notify is not None:
+            self._notify_cell(inc, *notify, now_ns, out)
         self._publish_incident(inc, out)
 
     def _cluster(self, device: Device, zone: Zone, bearing: float | None, t_ns: int
@@ -1125,6 +1131,44 @@ class Engine:
                                "text": page.text, **({"roster": note} if note else {})})
             out.pages.append(page)
 
+    def _notify_cell(self, inc: Incident, device: Device, zone: Zone, told: list[str],
+                     now_ns: int, out: Decisions) -> None:
+        """Tell everyone already sent to the incident that another cell is in alarm.
+
+        Alarm times cannot tell smoke that leaked next door from a second fire that started
+        there (docs/locating.md), so the engine may keep both in one incident and send its
+        responders to the first cell. A responder on the way or on scene must not learn of
+        the second room only from the duty room: each one paged and still engaged (not
+        declined, not unreachable) gets one ``notified`` step and a page naming the cell,
+        on the channel that reached them. It asks for no answer and starts no timer. ``told``:
+        who had been paged or pre-alerted before this alarm.
+        """
+        if not inc.active:
+            return
+        engaged = [rid for rid in told if rid not in inc.declined and rid not in inc.unreachable]
+        for rid in engaged:
+            r = self.site.responder(rid)
+            if r is None:
+                continue
+            idx = inc.channel.get(rid, 0)
+            tier = inc.paged.get(rid, r.tier)
+            page = self._cell_page(inc, rid, tier, device, zone, now_ns, idx)
+            self._emit(out, inc, "notified", now_ns, responder=rid, tier=tier,
+                       fields={"cell": zone.id, "trigger": device.id,
+                               "channel": r.channels[min(idx, len(r.channels) - 1)].type,
+                               "channel_index": idx, "text": page.text})
+            out.pages.append(page)
+
+    def _cells(self, inc: Incident) -> list[str]:
+        """The cells with a detector in the incident, in the order of their first alarm."""
+        seen: dict[str, None] = {}
+        for dev_id, _t in sorted(inc.devices.items(), key=lambda kv: kv[1]):
+            d = self.site.device(dev_id)
+            zone = self._zone_of.get(dev_id)
+            if d is not None and zone is not None and d.kind != "camera":
+                seen.setdefault(zone.id, None)
+        return list(seen)
+
     def _waiting(self, inc: Incident) -> list[str]:
         """Members of the current tier paged and still able to answer."""
         return [rid for rid, t in inc.paged.items() if t == inc.tier
@@ -1183,14 +1227,19 @@ class Engine:
         secs = int((now_ns - inc.t0_ns) / NS)
         head = "PRE-ALERT fire?" if pre_alert else "FIRE"
         how = "reply 01 ack" if kind == "snpp" else "reply ack"
-        text = (f"{head} {building}{where} F{inc.floor} ({inc.x:.0f},{inc.y:.0f})m "
-                f"T0+{secs}s {inc.id} {how}")
-        if len(text) > SCREEN:
-            text = (f"{head} {building}{inc.zone} F{inc.floor} ({inc.x:.0f},{inc.y:.0f}) "
-                    f"+{secs}s {inc.id}")
+        cells = self._cells(inc)
+        others = [c for c in cells if c != inc.zone]
+        # other cells in alarm: by name if the screen has room, else how many
+        also = [f" also {', '.join(self._cell_name(c) for c in others)}",
+                f" +{len(others)} cell{'s' if len(others) > 1 else ''}"] if others else [""]
+        texts = [f"{head} {building}{where} F{inc.floor} ({inc.x:.0f},{inc.y:.0f})m{a} "
+                 f"T0+{secs}s {inc.id}{h}" for h in (f" {how}", "") for a in also]
+        texts += [f"{head} {building}{inc.zone} F{inc.floor} ({inc.x:.0f},{inc.y:.0f}){a} "
+                  f"+{secs}s {inc.id}" for a in also[-1:]]
+        text = next((t for t in texts if len(t) <= SCREEN), texts[-1])
         return Page(responder=responder, incident=inc.id, tier=tier, zone=inc.zone or "",
                     text=text[:SCREEN],
-                    extra={"site": self.site.site, "floor": inc.floor,
+                    extra={"site": self.site.site, "floor": inc.floor, "cells": cells,
                            "x": round(inc.x, 2), "y": round(inc.y, 2),
                            "building": None if inc.building.startswith("zone:")
                            else inc.building,
@@ -1198,6 +1247,32 @@ class Engine:
                            "channel": kind, "channel_index": channel,
                            **({"pre_alert": True} if pre_alert else {}),
                            "ack_topic": f"firegrid/{self.site.site}/page/{responder}/ack"})
+
+    def _cell_page(self, inc: Incident, responder: str, tier: int, device: Device,
+                   zone: Zone, now_ns: int, channel: int) -> Page:
+        """The notice of another cell in alarm: where it is, and which incident it joined."""
+        r = self.site.responder(responder)
+        kind = r.channels[min(channel, len(r.channels) - 1)].type if r is not None else "mqtt"
+        building = "" if inc.building.startswith("zone:") else f"{building_of(zone)} "
+        secs = int((now_ns - inc.t0_ns) / NS)
+        texts = [f"ALSO IN ALARM {building}{self._cell_name(zone.id)} F{zone.floor} "
+                 f"({device.x:.0f},{device.y:.0f})m T0+{secs}s {inc.id}",
+                 f"ALSO IN ALARM {building}{zone.id} F{zone.floor} "
+                 f"({device.x:.0f},{device.y:.0f}) +{secs}s {inc.id}"]
+        text = next((t for t in texts if len(t) <= SCREEN), texts[-1])
+        return Page(responder=responder, incident=inc.id, tier=tier, zone=zone.id,
+                    text=text[:SCREEN],
+                    extra={"site": self.site.site, "floor": zone.floor,
+                           "x": round(device.x, 2), "y": round(device.y, 2),
+                           "building": None if inc.building.startswith("zone:")
+                           else building_of(zone), "cells": self._cells(inc),
+                           "notice": "cell", "incident_zone": inc.zone,
+                           "t0": inc.t0_ns / NS, "sent": now_ns / NS,
+                           "channel": kind, "channel_index": channel})
+
+    def _cell_name(self, zone_id: str) -> str:
+        zone = self.site.zone(zone_id)
+        return (zone.name or zone.id) if zone else zone_id
 
     def _publish_incident(self, inc: Incident, out: Decisions) -> None:
         out.publishes = [p for p in out.publishes if p.topic != f"incident/{inc.id}"]

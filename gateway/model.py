@@ -21,7 +21,7 @@ STAGES = (
     "detected", "located", "queued", "confirmed", "dismissed", "escalated",
     "paged", "acked", "on_scene", "breach", "closed",
     "declined", "unanswered", "refused", "rule",
-    "pre_alerted", "delivered", "page_failed",
+    "pre_alerted", "delivered", "page_failed", "notified",
 )
 
 

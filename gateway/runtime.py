@@ -52,6 +52,7 @@ TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
 BATCH_BUDGET_S = 0.002
 BACKLOG_TRICKLE = 2  # inputs in 0.1 s that still count as live traffic, not a backlog
 BROKER_QUIET_S = 300.0  # trouble/broker clears this long after the broker's last drop
+STOP_GRACE_S = 5.0  # a task still running this long after its cancel is named and left
 
 
 @dataclass(slots=True)
@@ -163,9 +164,7 @@ class Gateway:
                     await self.forwarder.flush()
             await self.mqtt.say_offline()
             await self.paging.close()
-            for task in [*tasks, *feed_tasks]:
-                task.cancel()
-            await asyncio.gather(*tasks, *feed_tasks, return_exceptions=True)
+            await _cancel_all([*tasks, *feed_tasks])
             stopper.cancel()
         self.journal.close()
         log.info("gateway stopped", **self.metrics.snapshot())
@@ -758,3 +757,31 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise PayloadError("expected a JSON object")
     return obj
+
+
+async def _cancel_all(tasks: list[asyncio.Task], grace_s: float = STOP_GRACE_S) -> None:
+    """Cancel the gateway's tasks and wait for them, but never for ever.
+
+    A task that swallows its cancellation (a library's ``wait_for`` on Python 3.11 can)
+    would otherwise hold a SIGTERM until systemd's kill. After ``grace_s`` the stop goes
+    on, and the log names each task still running and where it is, so the cause can be
+    found and fixed.
+    """
+    for task in tasks:
+        task.cancel()
+    _done, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
+    for task in pending:
+        log.error("task did not stop", task=task.get_name(), where=_awaiting(task))
+
+
+def _awaiting(task: asyncio.Task) -> str:
+    """Where a suspended task waits: its chain of awaits, outermost first."""
+    out = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(out) < 12:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:"
+                       f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(out) or "?"

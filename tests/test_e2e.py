@@ -133,6 +133,35 @@ def test_manual_call_point_confirms_without_waiting(env) -> None:
     assert not probe.find(lambda m: m.topic == f"confirm/{inc}" and m.payload)
 
 
+def test_a_cell_that_joins_after_the_page_is_sent_to_the_responder(env) -> None:
+    """Smoke (or a second fire) next door, after dispatch: the guard hears of the kitchen."""
+    gw, probe, influxdb, db, _ = env
+    gw.start()
+    probe.signal("smk-a1", kind="smoke")
+    time.sleep(0.5)
+    probe.signal("smk-a2", kind="smoke")  # coincidence: confirmed, guard-1 paged
+    page = probe.wait(lambda m: m.topic == "page/guard-1").json()
+    inc = page["incident"]
+    assert page["cells"] == ["a-1f"] and "notice" not in page
+    probe.pub("page/guard-1/ack", {"incident": inc, "status": "ack"})
+    wait_for(lambda: probe.incident_state(inc).get("acked") == ["guard-1"], 5, "acked")
+    probe.signal("smk-k1", kind="smoke")  # the kitchen next door
+    note = probe.wait(lambda m: m.topic == "page/guard-1" and b'"notice"' in m.payload).json()
+    assert note["incident"] == inc and note["notice"] == "cell"
+    assert note["zone"] == "a-1f-kitchen" and note["incident_zone"] == "a-1f"
+    assert (note["x"], note["y"], note["floor"]) == (25.0, 5.0, 1)
+    assert note["text"].startswith("ALSO IN ALARM a a-1f-kitchen F1 (25,5)m") \
+        and len(note["text"]) <= 80
+    state = probe.incident_state(inc)
+    assert [c["zone"] for c in state["cells"]] == ["a-1f", "a-1f-kitchen"]
+    assert state["zone"] == "a-1f" and state["acked"] == ["guard-1"]
+    rows = steps_in_influx(influxdb, db, inc, {"notified"})
+    (told,) = [r for r in rows if r["stage"] == "notified"]
+    assert (told["responder"], told["tier"], told["cell"]) == ("guard-1", "1", "a-1f-kitchen")
+    assert told["trigger"] == "smk-k1" and told["text"] == note["text"]
+    assert len(probe.find(lambda m: m.topic == "page/guard-1")) == 2  # no repeat, no timer
+
+
 def test_silence_escalates_then_tier_two_then_breach(env) -> None:
     gw, probe, influxdb, db, _ = env
     gw.start()
