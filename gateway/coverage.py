@@ -8,7 +8,11 @@ to 6 m (the site file has no ceiling heights; residential and shop ceilings are 
 
 - smoke: 80 m² in a room of at most 80 m², else 60 m²;
 - heat: 30 m² in a room of at most 30 m², else 20 m²;
-- a corridor under 3 m wide (§6.2.4): smoke detectors at most 15 m apart, heat 10 m.
+- a corridor under 3 m wide (§6.2.4): smoke detectors at most 15 m apart, heat 10 m;
+- and every point of the floor within one detector's protection radius (§6.2.2 and its
+  table: smoke 6.7 m in a room of at most 80 m², else 5.8 m; heat 4.4 m in a room of at
+  most 30 m², else 3.6 m; in a corridor, half the spacing along it): enough detectors
+  bunched in one corner still leave the far end unwatched.
 
 These are notes, not errors: the site may be a demonstration, or the detectors may be
 the panel's and only some are wired to firegrid. ``firegrid check-config`` prints them
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from gateway.config import Site, Zone
 from gateway.geometry import contains
 
@@ -27,6 +33,9 @@ CORRIDOR_W_M = 3.0
 # (area of a small room, what one protects there, what one protects in a larger room,
 #  spacing along a corridor)
 RULES = {"smoke": (80.0, 80.0, 60.0, 15.0), "heat": (30.0, 30.0, 20.0, 10.0)}
+# protection radius R (m): in a small room, in a larger one (table 6.2.2, h <= 6 m)
+RADIUS = {"smoke": (6.7, 5.8), "heat": (4.4, 3.6)}
+GRID_M = 0.25  # the floor is checked point by point at this pitch
 
 
 def area(polygon: list[tuple[float, float]]) -> float:
@@ -45,6 +54,63 @@ def needed(zone: Zone, kind: str) -> int:
     if width < CORRIDOR_W_M:
         return max(1, math.ceil(length / spacing))
     return max(1, math.ceil(s / (per_small if s <= small else per_large)))
+
+
+def radius(zone: Zone, kind: str) -> float:
+    """How far from one ``kind`` detector a point of ``zone`` may be (GB 50116 §6.2.2/§6.2.4)."""
+    small, _per_small, _per_large, spacing = RULES[kind]
+    xs, ys = [p[0] for p in zone.polygon], [p[1] for p in zone.polygon]
+    width = min(max(xs) - min(xs), max(ys) - min(ys))
+    if width < CORRIDOR_W_M:  # along the corridor: half the spacing, centred across it
+        return math.hypot(spacing / 2, width / 2)
+    r_small, r_large = RADIUS[kind]
+    return r_small if area(zone.polygon) <= small else r_large
+
+
+def farthest(zone: Zone, detectors: list[tuple[str, float, float]]
+             ) -> tuple[float, float, float, float] | None:
+    """The point of ``zone`` worst covered by ``detectors`` (kind, x, y).
+
+    Returns (x, y, distance to the nearest detector, that detector's radius) for the point
+    where distance / radius is largest, or None when no point is found or no detector is
+    given. A point counts as covered by whichever detector covers it best.
+    """
+    if not detectors:
+        return None
+    poly = np.asarray(zone.polygon, dtype=float)
+    x0, y0 = poly.min(axis=0)
+    x1, y1 = poly.max(axis=0)
+    gx, gy = np.meshgrid(np.arange(x0 + GRID_M / 2, x1, GRID_M),
+                         np.arange(y0 + GRID_M / 2, y1, GRID_M))
+    px, py = gx.ravel(), gy.ravel()
+    inside = _inside(poly, px, py)
+    px, py = px[inside], py[inside]
+    if px.size == 0:
+        return None
+    dx = np.array([d[1] for d in detectors])[:, None] - px[None, :]
+    dy = np.array([d[2] for d in detectors])[:, None] - py[None, :]
+    dist = np.hypot(dx, dy)
+    radii = np.array([radius(zone, d[0]) for d in detectors])[:, None]
+    ratio = dist / radii
+    best = ratio.argmin(axis=0)  # the detector that covers each point best
+    cols = np.arange(px.size)
+    worst = int(ratio[best, cols].argmax())
+    k = int(best[worst])
+    return float(px[worst]), float(py[worst]), float(dist[k, worst]), float(radii[k, 0])
+
+
+def _inside(poly: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Even-odd ray test for many points at once (grid points never lie on an edge)."""
+    inside = np.zeros(px.size, dtype=bool)
+    n = len(poly)
+    for i in range(n):
+        xa, ya = poly[i]
+        xb, yb = poly[(i + 1) % n]
+        crosses = (ya > py) != (yb > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = xa + (py - ya) * (xb - xa) / (yb - ya)
+        inside ^= crosses & (px < xi)
+    return inside
 
 
 def notes(site: Site) -> list[str]:
@@ -68,11 +134,18 @@ def notes(site: Site) -> list[str]:
                 have[d.kind] += 1
         need = {k: needed(zone, k) for k in have}
         covered = sum(have[k] / need[k] for k in have)
-        if covered >= 1.0 - 1e-9:
-            continue
-        got = ", ".join(f"{n} {k}" for k, n in have.items() if n) or "no smoke or heat detector"
-        out.append(f"zones[{i}] ({zone.id}): {area(zone.polygon):.0f} m² with {got}; "
-                   f"GB 50116-2013 asks for {need['smoke']} smoke or {need['heat']} heat "
-                   "detectors (§6.2.2, ceiling up to 6 m): alarms here are found later and "
-                   "placed less precisely")
+        if covered < 1.0 - 1e-9:
+            got = ", ".join(f"{n} {k}" for k, n in have.items() if n) or \
+                "no smoke or heat detector"
+            out.append(f"zones[{i}] ({zone.id}): {area(zone.polygon):.0f} m² with {got}; "
+                       f"GB 50116-2013 asks for {need['smoke']} smoke or {need['heat']} heat "
+                       "detectors (§6.2.2, ceiling up to 6 m): alarms here are found later "
+                       "and placed less precisely")
+        far = farthest(zone, [(d.kind, d.x, d.y) for d in site.devices
+                              if d.kind in have and home.get(d.id) == zone.id])
+        if far is not None and far[2] > far[3] + 0.05:
+            x, y, dist, r = far
+            out.append(f"zones[{i}] ({zone.id}): the point ({x:.1f}, {y:.1f}) is {dist:.1f} m "
+                       f"from the nearest detector, beyond the {r:.1f} m GB 50116-2013 lets "
+                       "one protect (§6.2.2, ceiling up to 6 m): a fire there is found late")
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_site
-from gateway.coverage import area, needed, notes
+from gateway.coverage import area, farthest, needed, notes, radius
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "configs" / "taibai-demo.yaml"
@@ -53,7 +53,7 @@ def test_each_short_cell_is_named_with_its_area_and_count() -> None:
         "{id: s4, kind: smoke, floor: 1, x: 5, y: 13}",
         "{id: h1, kind: heat, floor: 1, x: 30, y: 3}",
         "{id: m1, kind: manual, floor: 1, x: 1, y: 1}"))
-    got = notes(s)
+    got = [n for n in notes(s) if "asks for" in n]  # the counts (radius: below)
     assert len(got) == 3, got
     assert got[0].startswith("zones[0] (hall): 240 m² with 2 smoke;")
     assert "asks for 4 smoke" in got[0]
@@ -64,7 +64,9 @@ def test_each_short_cell_is_named_with_its_area_and_count() -> None:
 
 
 def test_smoke_and_heat_add_up_and_a_full_cell_has_no_note() -> None:
-    devices = [f"{{id: s{i}, kind: smoke, floor: 1, x: {2 + 5 * i}, y: 6}}" for i in range(4)]
+    # the hall: two rows 3 m from the walls, 6.5 m apart along them (5.8 m radius)
+    devices = [f"{{id: s{i}{j}, kind: smoke, floor: 1, x: {x}, y: {y}}}"
+               for i, x in enumerate((3.5, 10, 16.5)) for j, y in enumerate((3, 9))]
     devices += ["{id: s9, kind: smoke, floor: 1, x: 24, y: 5}",
                 "{id: c1, kind: smoke, floor: 1, x: 5, y: 13}",
                 "{id: c2, kind: smoke, floor: 1, x: 20, y: 13}",
@@ -87,11 +89,49 @@ def test_check_config_prints_notes_and_still_exits_0(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = r.stdout.strip().splitlines()
     assert "ok" in out[0]
-    assert [ln.split(": note: ")[1].split(" ")[0] for ln in out[1:]] == [
+    assert [ln.split(": note: ")[1].split(" ")[0] for ln in out[1:] if "asks for" in ln] == [
         "zones[0]", "zones[1]", "zones[2]", "zones[3]"]
+    # and the hall's far corner, 19 m from the one detector
+    assert [ln for ln in out[1:] if "beyond" in ln][0].split(": note: ")[1].startswith(
+        "zones[0] (hall): the point (19.9, 11.9) is 19.1 m from the nearest detector")
     assert "zones[1] (flat): 80 m² with no smoke or heat detector" in r.stdout
 
 
 def test_the_example_site_meets_the_code() -> None:
     r = run_cli("check-config", str(EXAMPLE))
     assert r.returncode == 0 and "note" not in r.stdout, r.stdout
+
+
+def test_radius_by_room_size_and_corridor() -> None:
+    s = parse_site(site("{id: s1, kind: smoke, floor: 1, x: 2, y: 2}"))
+    hall, flat, corridor, kitchen = s.zones
+    assert radius(hall, "smoke") == 5.8 and radius(flat, "smoke") == 6.7  # 240 / 80 m²
+    assert radius(kitchen, "heat") == 3.6 and radius(flat, "heat") == 3.6  # both over 30 m²
+    assert radius(corridor, "smoke") == pytest.approx(7.566, abs=1e-3)  # 15 m / 2, 1 m across
+    far = farthest(hall, [("smoke", 2.0, 2.0)])
+    assert far is not None
+    x, y, dist, r = far
+    assert (x, y) == (pytest.approx(19.875), pytest.approx(11.875)) and r == 5.8
+    assert dist == pytest.approx(((19.875 - 2) ** 2 + (11.875 - 2) ** 2) ** 0.5)
+    assert farthest(hall, []) is None
+
+
+def test_enough_detectors_bunched_in_one_end_leave_the_far_end_named() -> None:
+    """The count is met (4 in 240 m²) but the east end is 13 m from the nearest one."""
+    bunched = [f"{{id: s{i}, kind: smoke, floor: 1, x: {x}, y: {y}}}"
+               for i, (x, y) in enumerate([(2, 3), (2, 9), (7, 3), (7, 9)])]
+    got = [n for n in notes(parse_site(site(*bunched))) if n.startswith("zones[0]")]
+    assert len(got) == 1, got
+    assert got[0].startswith("zones[0] (hall): the point (19.9, 0.1) is 13.2 m from the "
+                             "nearest detector, beyond the 5.8 m"), got[0]
+
+
+def test_a_heat_detector_covers_only_its_own_smaller_radius() -> None:
+    """The kitchen (36 m²) with one heat detector in a corner: 3.6 m does not reach across."""
+    got = [n for n in notes(parse_site(site("{id: h1, kind: heat, floor: 1, x: 29, y: 1}")))
+           if n.startswith("zones[3]")]
+    assert any("beyond the 3.6 m" in n and "(33.9, 5.9)" in n for n in got), got
+    near = [n for n in notes(parse_site(site("{id: h1, kind: heat, floor: 1, x: 29, y: 1}",
+                                             "{id: k1, kind: smoke, floor: 1, x: 31, y: 3}")))
+            if n.startswith("zones[3]") and "beyond" in n]
+    assert near == []  # the smoke detector's 6.7 m covers the rest
