@@ -1,4 +1,4 @@
-"""``firegrid`` command line (CONTRACT §1): run, check-config, audit, demo.
+"""``firegrid`` command line (CONTRACT §1): run, check-config, audit, demo, sim, watch.
 
 Operators see one line and an exit code for every failure they can fix themselves:
 2 for a bad config or argument, 3 for a server that cannot be reached; never a traceback.
@@ -199,6 +199,58 @@ def sim(
                    EXIT_UNREACHABLE) from None
     if fmt == "json":
         typer.echo(orjson.dumps(report.to_dict(), default=str).decode())
+
+
+@app.command()
+def watch(
+    config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                help="site YAML: its name and cell names")] = None,
+    site: Annotated[str | None, typer.Option(help="site name, without --config")] = None,
+    mqtt: Annotated[str | None, typer.Option(help="mqtt[s]://user[:pass]@host[:port]")] = None,
+    once: Annotated[bool, typer.Option("--once", help="print the board once and exit")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="text or json (with --once)")] = "text",
+    finished: Annotated[int, typer.Option(help="closed or dismissed incidents shown")] = 5,
+) -> None:
+    """The duty room's live board from the broker: open incidents, confirmations, troubles.
+
+    Exit with --once: 0 gateway online, 1 offline or never seen, 3 broker unreachable.
+    """
+    import time
+
+    from rich.console import Console
+
+    from gateway.board import Board
+    from gateway.watch import as_json, live, render, snapshot
+
+    if config is None and site is None:
+        raise Fail("give --config SITE.yaml or --site NAME", EXIT_CONFIG)
+    loaded = _site(config) if config is not None else None
+    board = Board.for_site(loaded) if loaded is not None else Board(str(site))
+    if loaded is not None and site is not None and site != loaded.site:
+        raise Fail(f"--site {site} is not the site of {config} ({loaded.site})", EXIT_CONFIG)
+    if fmt not in ("text", "json"):
+        raise Fail(f"--format must be text or json, not {fmt!r}", EXIT_CONFIG)
+    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT") or (loaded.mqtt if loaded else None)
+    if not mqtt_url:
+        raise Fail("no MQTT broker: give --mqtt, FIREGRID_MQTT or mqtt: in the site file",
+                   EXIT_CONFIG)
+    try:
+        target = MqttTarget.parse(mqtt_url)
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_CONFIG) from None
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    try:
+        if once:
+            asyncio.run(snapshot(target, board))
+            if fmt == "json":
+                sys.stdout.write(as_json(board, time.time(), finished).decode() + "\n")
+            else:
+                console.print(render(board, time.time(), finished))
+            raise typer.Exit(0 if board.status == "online" else 1)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(live(target, board, console, finished))
+    except Unreachable as exc:
+        raise Fail(str(exc), EXIT_UNREACHABLE) from None
 
 
 @app.command("broker-config", context_settings={"allow_extra_args": True,

@@ -489,6 +489,19 @@ def test_firegrid_run_over_tls_handles_real_alarms_and_refuses_forgeries(
         state = duty.incident_state(inc)
         assert state["on_scene"] == [] and state["state"] == "confirmed"
         assert duty.find(lambda m: m.topic == "device/mcp-b") == []
+        # the duty room's board needs nothing but its read-only login over TLS. One login
+        # is one session on this broker (use_username_as_clientid): the board takes the
+        # probe's place while it runs, as a second screen would take the first one's.
+        duty.close()
+        board = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "watch", "--config", str(lab.site), "--once",
+             "--mqtt", f"mqtts://dutyroom@127.0.0.1:{lab.port}"], capture_output=True,
+            text=True, timeout=30, env={**os.environ, "FIREGRID_MQTT_CA": str(lab.ca),
+                                        "FIREGRID_MQTT_PASSWORD": lab.creds["dutyroom"]})
+        assert board.returncode == 0, board.stderr + board.stdout
+        row = next(ln for ln in board.stdout.splitlines() if inc in ln)
+        assert "confirmed" in row and "by w-2" in row and "guard-1 acked" in row
+        duty = SecureProbe(lab, "dutyroom")
 
         # an alarm while the gateway is down waits in its persistent session, and the
         # gateway (password from a file this time) picks it up after its start-up check
