@@ -373,6 +373,7 @@ def cap_alert(
     note: str | None = None,
     expires: datetime | None = None,
     seq: int | None = None,
+    also: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
 ) -> bytes:
     """One incident as a UTF-8 CAP 1.2 document, elements in the schema's order.
 
@@ -383,7 +384,10 @@ def cap_alert(
     (sender, identifier, sent) of every earlier message about it, oldest first (see
     :func:`next_references`). ``seq`` overrides the message number in the identifier.
     ``frame`` adds a circle around the position; without it the area is described in words
-    only, which CAP allows. Raises :class:`CapError` for arguments no valid alert can have.
+    only, which CAP allows. ``also``: the incident's other cells in alarm, each (what to
+    call it, its outline in site metres): one more ``area`` each, with its polygon when
+    there is a frame, so a map shows every room the smoke (or a second fire) is in.
+    Raises :class:`CapError` for arguments no valid alert can have.
     """
     if msg_type not in ("Alert", "Update", "Cancel"):
         raise CapError(f"firegrid sends Alert, Update or Cancel, not {msg_type!r}")
@@ -538,6 +542,13 @@ def cap_alert(
         # whole metres, rounded up: the circle must not be smaller than the locate error
         radius_m = math.ceil(round(max(err or 0.0, MIN_RADIUS_M), 6))
         add(area, "circle", f"{lat:.6f},{lon:.6f} {_fmt(radius_m / 1000.0, 3)}")
+    for desc, outline in also:
+        more = add(info, "area")
+        add(more, "areaDesc", _clean(f"also in alarm: {desc}", 1000))
+        ring = [(x, y) for x, y in outline if math.hypot(x, y) <= MAX_SITE_M]
+        if frame is not None and len(ring) == len(outline) and len(ring) >= 3:
+            pts = [frame.to_wgs84(x, y) for x, y in [*ring, ring[0]]]  # CAP rings close
+            add(more, "polygon", " ".join(f"{lat:.6f},{lon:.6f}" for lat, lon in pts))
 
     ET.indent(alert)
     return ET.tostring(alert, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)

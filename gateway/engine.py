@@ -1332,10 +1332,20 @@ class Engine:
                             sent=when(inc.cap_sent[-1]), references=refs, scope=cfg.scope,
                             restriction=cfg.restriction, addresses=cfg.addresses, web=cfg.web,
                             language=cfg.language, zone_name=self._zone_name(inc),
-                            seq=len(inc.cap_sent))
+                            seq=len(inc.cap_sent), also=self._also_areas(inc))
         except CapError:  # the site file is checked; never expected, never worth a page
             return None
         return Publish(f"cap/{inc.id}", xml, retain=True, durable=not inc.active)
+
+    def _also_areas(self, inc: Incident) -> list[tuple[str, list[tuple[float, float]]]]:
+        """The incident's other cells in alarm, named and outlined, for the CAP areas."""
+        out = []
+        for cid in self._cells(inc):
+            zone = self.site.zone(cid)
+            if zone is not None and cid != inc.zone:
+                out.append((f"{zone.name or zone.id}, floor {zone.floor}",
+                            [(float(x), float(y)) for x, y in zone.polygon]))
+        return out
 
     def _zone_name(self, inc: Incident) -> str | None:
         zone = self.site.zone(inc.zone) if inc.zone else None

@@ -344,6 +344,27 @@ def test_no_frame_or_no_position_means_no_circle_but_an_area() -> None:
         assert validate_cap(xml) == []
 
 
+def test_other_cells_in_alarm_are_more_areas_with_their_outlines() -> None:
+    kitchen = [(20.0, 0.0), (26.0, 0.0), (26.0, 12.0), (20.0, 12.0)]
+    xml = alert(also=[("Bldg 3 2F canteen kitchen, floor 2", kitchen)])
+    assert validate_cap(xml) == []
+    areas = root_of(xml).findall("c:info/c:area", NS)
+    assert len(areas) == 2
+    assert text(areas[0], "c:areaDesc").startswith("Bldg 3 2F east flats")
+    assert text(areas[1], "c:areaDesc") == "also in alarm: Bldg 3 2F canteen kitchen, floor 2"
+    pairs = text(areas[1], "c:polygon").split(" ")
+    assert len(pairs) == 5 and pairs[0] == pairs[-1]  # CAP's rings are closed
+    corners = [tuple(float(v) for v in p.split(",")) for p in pairs[:4]]
+    for got, (x, y) in zip(corners, kitchen, strict=True):
+        assert got == pytest.approx(FRAME.to_wgs84(x, y), abs=1e-6)
+    # no frame: the words alone; a corner far outside any site: the words alone
+    for kw in ({"frame": None}, {"also": [("far", [(0.0, 0.0), (9e6, 0.0), (0.0, 1.0)])]}):
+        xml = alert(**{"also": [("Bldg 3 2F canteen kitchen, floor 2", kitchen)], **kw})
+        assert validate_cap(xml) == []
+        more = root_of(xml).findall("c:info/c:area", NS)[1]
+        assert more.find("c:polygon", NS) is None and text(more, "c:areaDesc")
+
+
 # ----------------------------------------------------------------- hostile text
 
 

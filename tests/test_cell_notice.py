@@ -13,6 +13,7 @@ import re
 import orjson
 import pytest
 
+from alerting.cap import validate_cap
 from alerting.page import SCREEN, Page
 from drivers.signal import Signal
 from gateway.config import parse_site
@@ -114,3 +115,19 @@ def test_short_cell_names_are_named_on_the_page() -> None:
     page = one(sim.tick(30), "paged")
     assert re.fullmatch(rf"FIRE b3 E flats F2 \(\d+,\d+\)m also Canteen T0\+30s {inc} reply ack",
                         page.fields["text"]), page.fields["text"]
+
+
+def test_the_cap_update_shows_the_new_cell_as_another_area() -> None:
+    framed = EXAMPLE_TEXT.replace("\nzones:\n", "\ncap: {lat: 35.4, lon: 116.6}\nzones:\n", 1)
+    site = parse_site(framed, "with-cap.yaml")
+    sim = Sim(site)
+    inc, first = spreading(sim)
+    (alert,) = [p for p in first.publishes if p.topic == f"cap/{inc}"]
+    assert alert.payload.count(b"<area>") == 1
+    d = sim.signal("smk-311", t=40, received=40)
+    (update,) = [p for p in d.publishes if p.topic == f"cap/{inc}"]
+    assert validate_cap(update.payload) == []
+    assert b"<msgType>Update</msgType>" in update.payload
+    assert update.payload.count(b"<area>") == 2
+    assert b"<areaDesc>also in alarm: Bldg 3 2F canteen kitchen, floor 2</areaDesc>" \
+        in update.payload and update.payload.count(b"<polygon>") == 1
