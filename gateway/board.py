@@ -43,6 +43,7 @@ class Board:
 
     site: str
     names: dict[str, str] = field(default_factory=dict)  # zone id -> name, from the site file
+    in_place_s: float = 60.0  # the site's in-place target (CONTRACT: 60 s unless configured)
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     confirms: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -54,7 +55,8 @@ class Board:
 
     @classmethod
     def for_site(cls, site: Site) -> Board:
-        return cls(site.site, {z.id: z.name for z in site.zones if z.name})
+        return cls(site.site, {z.id: z.name for z in site.zones if z.name},
+                   in_place_s=site.sla.in_place_s)
 
     @property
     def prefix(self) -> str:
@@ -110,9 +112,16 @@ class Board:
                  f"±{_num(inc.get('error_m')):.0f} m")
         cells = [str(c.get("zone")) for c in inc.get("cells") or [] if isinstance(c, dict)]
         others = [self.names.get(c, c) for c in cells if c != zone]
+        responders = _responders(inc)
+        if inc.get("state") in ACTIVE and not inc.get("on_scene") \
+                and "in_place" not in (inc.get("breaches") or []):
+            left = _num(inc.get("t0")) + self.in_place_s - now
+            if left >= 0:  # the 60 of 10·30·60: how long the first tier still has
+                responders = "; ".join(x for x in (responders, f"in place: {left:.0f} s left")
+                                       if x)
         return Row(ident, str(inc.get("state", "?")), where, others, t0=_num(inc.get("t0")),
-                   confirm=self._confirm_text(ident, inc, now),
-                   responders=_responders(inc), breaches=list(inc.get("breaches") or []),
+                   confirm=self._confirm_text(ident, inc, now), responders=responders,
+                   breaches=list(inc.get("breaches") or []),
                    unverified=bool(inc.get("unverified")))
 
     def _confirm_text(self, ident: str, inc: dict[str, Any], now: float) -> str:

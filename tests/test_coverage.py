@@ -92,7 +92,7 @@ def test_check_config_prints_notes_and_still_exits_0(tmp_path: Path) -> None:
     assert [ln.split(": note: ")[1].split(" ")[0] for ln in out[1:] if "asks for" in ln] == [
         "zones[0]", "zones[1]", "zones[2]", "zones[3]"]
     # and the hall's far corner, 19 m from the one detector
-    assert [ln for ln in out[1:] if "beyond" in ln][0].split(": note: ")[1].startswith(
+    assert next(ln for ln in out[1:] if "beyond" in ln).split(": note: ")[1].startswith(
         "zones[0] (hall): the point (19.9, 11.9) is 19.1 m from the nearest detector")
     assert "zones[1] (flat): 80 m² with no smoke or heat detector" in r.stdout
 

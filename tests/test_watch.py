@@ -37,9 +37,15 @@ def test_open_incidents_first_oldest_first_then_recent_finished() -> None:
     assert [r.incident for r in rows] == ["a", "b", "c"]
     a, bb, _ = rows
     assert a.where == "East flats F2 (3,5) ±2 m" and a.confirm == "w-07: 10 s left"
-    assert bb.cells == ["Kitchen"] and bb.responders == "tier 1: guard-1 acked, g2 paged"
+    assert bb.cells == ["Kitchen"]
+    assert bb.responders == "tier 1: guard-1 acked, g2 paged; in place: 50 s left"
+    assert a.responders == "in place: 40 s left"
     assert b.rows(now=115.0)[0].confirm == "w-07: overdue 5 s"
     assert b.open_count() == 2
+    b.apply(P + "incident/b", inc("b", "confirmed", 90.0, tier=1, paged=["guard-1"],
+                                  on_scene=["guard-1"], acked=["guard-1"]))
+    assert b.rows(now=100.0)[1].responders == "tier 1: guard-1 on scene"  # target met
+    assert b.rows(now=151.0)[0].responders == ""  # a's 60 s have passed: the breach says it
     assert [r.incident for r in b.rows(now=100.0, finished=0)] == ["a", "b"]
 
 
