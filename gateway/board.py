@@ -133,6 +133,8 @@ class Board:
         if inc.get("unverified"):
             return "escalated (nobody confirmed)"
         by = inc.get("confirmed_by")
+        if by == "auto" and inc.get("confirm_rule"):
+            return f"auto: {str(inc['confirm_rule']).replace('_', ' ')}"
         return f"by {by}" if by else ""
 
     def trouble_rows(self) -> list[tuple[str, str, float, str]]:

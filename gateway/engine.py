@@ -1304,7 +1304,8 @@ class Engine:
             cell = cells.setdefault(zone.id, {"zone": zone.id, "floor": zone.floor,
                                               "first": round(t_ns / NS, 3), "devices": 0})
             cell["devices"] += 1
-        return {**inc.public(self.site.site), "cells": list(cells.values())}
+        return {**inc.public(self.site.site), "confirm_rule": inc.confirm_rule,
+                "cells": list(cells.values())}
 
     def _cap(self, inc: Incident) -> Publish | None:
         """The incident's latest CAP 1.2 message: Alert, then Update, then Cancel at the end.

@@ -103,6 +103,7 @@ def test_the_duty_room_board_from_a_running_gateway(tmp_path: Path, mosquitto: M
         lines = out.splitlines()
         row1 = next(ln for ln in lines if first in ln)
         assert "confirmed" in row1 and "a-1f-kitchen" in row1 and "guard-1 paged" in row1
+        assert "auto: coincidence" in row1
         row2 = next(ln for ln in lines if second in ln)
         assert "confirming" in row2 and "w-2:" in row2 and "s left" in row2
         assert any("tmp-b" in ln and "fault" in ln for ln in lines)
