@@ -11,6 +11,7 @@ fatal: the board is for people, and one bad retained message must not blank it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,18 +111,19 @@ class Board:
         where = (f"{self.names.get(zone, zone)} F{inc.get('floor', '?')} "
                  f"({_num(inc.get('x')):.0f},{_num(inc.get('y')):.0f}) "
                  f"±{_num(inc.get('error_m')):.0f} m")
-        cells = [str(c.get("zone")) for c in inc.get("cells") or [] if isinstance(c, dict)]
+        cells = [str(c.get("zone")) for c in _list(inc.get("cells")) if isinstance(c, dict)]
         others = [self.names.get(c, c) for c in cells if c != zone]
         responders = _responders(inc)
-        if inc.get("state") in ACTIVE and not inc.get("on_scene") \
-                and "in_place" not in (inc.get("breaches") or []):
+        breaches = [str(b) for b in _list(inc.get("breaches"))]
+        if inc.get("state") in ACTIVE and not _list(inc.get("on_scene")) \
+                and "in_place" not in breaches:
             left = _num(inc.get("t0")) + self.in_place_s - now
             if left >= 0:  # the 60 of 10·30·60: how long the first tier still has
                 responders = "; ".join(x for x in (responders, f"in place: {left:.0f} s left")
                                        if x)
         return Row(ident, str(inc.get("state", "?")), where, others, t0=_num(inc.get("t0")),
                    confirm=self._confirm_text(ident, inc, now), responders=responders,
-                   breaches=list(inc.get("breaches") or []),
+                   breaches=breaches,
                    unverified=bool(inc.get("unverified")))
 
     def _confirm_text(self, ident: str, inc: dict[str, Any], now: float) -> str:
@@ -139,7 +141,7 @@ class Board:
 
     def trouble_rows(self) -> list[tuple[str, str, float, str]]:
         """(device or feed, what, since, detail) for everything in trouble, oldest first."""
-        out = [(d, ", ".join(t.get("troubles") or [str(t.get("trouble", "?"))]),
+        out = [(d, ", ".join(str(x) for x in _list(t.get("troubles")) or [t.get("trouble", "?")]),
                 _num(t.get("since")), str(t.get("detail", ""))) for d, t in self.troubles.items()]
         out += [(f"feed {name}", "down", _num(f.get("since")), str(f.get("detail", "")))
                 for name, f in self.feeds.items() if f.get("state") == "down"
@@ -152,9 +154,9 @@ class Board:
 
 def _responders(inc: dict[str, Any]) -> str:
     """Who is paged at which tier, and who acknowledged or is on scene."""
-    paged = [str(p) for p in inc.get("paged") or []]
-    acked = {str(p) for p in inc.get("acked") or []}
-    scene = {str(p) for p in inc.get("on_scene") or []}
+    paged = [str(p) for p in _list(inc.get("paged"))]
+    acked = {str(p) for p in _list(inc.get("acked"))}
+    scene = {str(p) for p in _list(inc.get("on_scene"))}
     if not paged and not scene:
         return ""
     marks = [f"{p} {'on scene' if p in scene else 'acked' if p in acked else 'paged'}"
@@ -163,4 +165,11 @@ def _responders(inc: dict[str, Any]) -> str:
 
 
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+    """A number from a payload, or 0 for anything else (a board never fails on one field)."""
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return 0.0
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []

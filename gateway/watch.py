@@ -58,8 +58,10 @@ def render(board: Board, now: float, finished: int = 5) -> Group:
         incidents.add_column(col, overflow="fold")
     for r in board.rows(now, finished):
         state = r.state + (" (unverified)" if r.unverified else "")
-        incidents.add_row(r.incident, Text(state, STATE_STYLE.get(r.state, "")), r.where,
-                          ", ".join(r.cells), age(now - r.t0), r.confirm, r.responders,
+        # Text, never markup: a cell name like "Store [B]" must show as it is
+        incidents.add_row(Text(r.incident), Text(state, STATE_STYLE.get(r.state, "")),
+                          Text(r.where), Text(", ".join(r.cells)), age(now - r.t0),
+                          Text(r.confirm), Text(r.responders),
                           Text(", ".join(r.breaches), "bold red"))
     parts: list = [head, incidents]
     trouble = board.trouble_rows()
@@ -68,7 +70,7 @@ def render(board: Board, now: float, finished: int = 5) -> Group:
         for col in ("device", "trouble", "since", "detail"):
             t.add_column(col, overflow="fold")
         for dev, what, since, detail in trouble:
-            t.add_row(dev, Text(what, "yellow"), age(now - since), detail)
+            t.add_row(Text(dev), Text(what, "yellow"), age(now - since), Text(detail))
         parts.append(t)
     if board.bad_count:
         parts.append(Text(f"{board.bad_count} unreadable message(s); latest: {board.bad[-1]}",

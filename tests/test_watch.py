@@ -6,15 +6,20 @@ runs it, against a real Mosquitto that a running gateway fills.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
 
 from firmware_sim.lab import InfluxDB, Mosquitto
 from gateway.board import Board
+from gateway.watch import as_json, render
 from tests.harness import GatewayProc, Probe, wait_for, write_site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,3 +177,32 @@ def test_the_live_board_follows_changes_and_survives_a_broker_restart(
     assert "inc-2" in frame and "inc-1" in frame
     row1 = next(ln for ln in frame.splitlines() if "inc-1" in ln)
     assert "closed" in row1
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats()
+                    | st.text(),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={
+    k: JSON | st.just("[bold]x[/nope] [1]") for k in (
+        "id", "state", "zone", "floor", "x", "y", "error_m", "t0", "cells", "paged", "acked",
+        "on_scene", "breaches", "tier", "unverified", "confirmed_by", "confirm_rule",
+        "deadline", "to", "troubles", "trouble", "since", "detail")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["incident", "confirm", "trouble", "feed", "device",
+                                           "status"]),
+                          st.text(min_size=1, max_size=6).filter(lambda t: "/" not in t),
+                          FIELDS | st.binary(max_size=40)), max_size=8),
+       st.floats(min_value=0, max_value=4e9))
+def test_any_retained_payload_leaves_a_board_that_draws(messages: list, now: float) -> None:
+    """Garbled or hostile retained state: counted or shown, never an exception."""
+    b = Board("s", {"z": "Store [B]"})
+    for kind, ident, body in messages:
+        payload = body if isinstance(body, bytes) else orjson.dumps(
+            body, option=orjson.OPT_NON_STR_KEYS) if body else b"{}"
+        b.apply(P + ("status" if kind == "status" else f"{kind}/{ident}"), payload)
+    console = Console(file=io.StringIO(), width=160)
+    console.print(render(b, now))
+    orjson.loads(as_json(b, now))
