@@ -63,7 +63,7 @@ def run(
 ) -> None:
     """Run the gateway in the foreground until SIGINT or SIGTERM."""
     from gateway.influx import InfluxTarget
-    from gateway.runtime import Gateway
+    from gateway.runtime import Gateway, log_tasks
 
     site = _site(config)
     mqtt_url, influx_url = resolve_urls(site, mqtt, influx)
@@ -80,6 +80,8 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # kill -USR1: what every task is waiting for, in the log (docs/operations.md)
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)
         try:
             gw = Gateway(site, mqtt_t, influx_t, journal_path)
         except Exception as exc:  # journal cannot be opened: a config-level problem

@@ -774,6 +774,13 @@ async def _cancel_all(tasks: list[asyncio.Task], grace_s: float = STOP_GRACE_S) 
         log.error("task did not stop", task=task.get_name(), where=_awaiting(task))
 
 
+def log_tasks() -> None:
+    """One log line per running task and what it awaits (``kill -USR1``): a stuck gateway
+    can be asked where it is stuck without stopping it."""
+    for task in asyncio.all_tasks():
+        log.info("task", task=task.get_name(), where=_awaiting(task))
+
+
 def _awaiting(task: asyncio.Task) -> str:
     """Where a suspended task waits: its chain of awaits, outermost first."""
     out = []

@@ -171,9 +171,12 @@ class GatewayProc:
         try:
             return self.proc.wait(15)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # the gateway logs where each task waits
+            time.sleep(1.0)
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError("gateway did not stop on SIGTERM within 15 s") from None
+            raise AssertionError("gateway did not stop on SIGTERM within 15 s; its log:\n"
+                                 + self.log_text()[-6000:]) from None
 
 
 def influx_steps(influx_base: str, db: str, incident: str | None = None) -> list[dict[str, Any]]:

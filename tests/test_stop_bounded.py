@@ -1,18 +1,23 @@
-"""A gateway stop is bounded: a task that ignores its cancellation is named, not waited for.
+"""A stuck gateway says where: a bounded stop, and ``kill -USR1``.
 
-Unit test of ``gateway.runtime._cancel_all`` alone; the whole stop on SIGTERM is tested
-end to end in tests/test_e2e.py and tests/test_feeds_e2e.py.
+``gateway.runtime._cancel_all`` alone; the whole stop on SIGTERM is tested end to end in
+tests/test_e2e.py and tests/test_feeds_e2e.py. And ``kill -USR1`` against a running
+gateway, which names what each task waits for without stopping it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
+from pathlib import Path
 
 from structlog.testing import capture_logs
 
+from firmware_sim.lab import InfluxDB, Mosquitto
 from gateway.runtime import _cancel_all
+from tests.harness import GatewayProc, Probe, write_site
 
 
 async def _stubborn() -> None:
@@ -59,3 +64,26 @@ def test_tasks_that_stop_return_at_once_and_log_nothing() -> None:
     took, logs = asyncio.run(main())
     assert took < 1.0
     assert not [e for e in logs if e["event"] == "task did not stop"]
+
+
+def test_kill_usr1_logs_where_each_task_waits_and_the_gateway_goes_on(
+        tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB) -> None:
+    gw = GatewayProc(write_site(tmp_path), mosquitto.url, influxdb.url("usr1"),
+                     tmp_path / "journal.sqlite3", tmp_path / "gateway.log")
+    probe = Probe(mosquitto.port)
+    try:
+        gw.start()
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGUSR1)
+        gw.wait_log("task='engine'")
+        lines = [ln for ln in gw.log_text().splitlines() if "event='task' " in ln]
+        names = {ln.split("task='")[1].split("'")[0] for ln in lines}
+        assert {"mqtt", "engine", "influx", "health"} <= names, lines
+        (engine,) = [ln for ln in lines if "task='engine'" in ln]
+        assert "where='runtime.py:_process_loop:" in engine, engine
+        probe.signal("mcp-b", kind="manual")  # still serving
+        probe.wait(lambda m: m.topic == "page/guard-1", timeout=10)
+        assert gw.stop() == 0
+    finally:
+        probe.close()
+        gw.stop()
