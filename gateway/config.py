@@ -117,6 +117,8 @@ class Zone(Strict):
     # which automatic rules may confirm here; None = all. ask_human: true allows none.
     auto_confirm: list[Literal[AUTO_CONFIRM_RULES]] | None = None  # type: ignore[valid-type]
     disabled: list[Window] = Field(default_factory=list)
+    # ceiling height (m): which GB 50116 row the coverage notes use; None = up to 6 m
+    ceiling_m: float | None = Field(None, gt=0, le=100)
 
     def allows(self, rule: str) -> bool:
         """May ``rule`` confirm an incident here? A manual call point always may."""

@@ -2,9 +2,10 @@
 
 A cell with too few detectors is found late and placed badly: the locator cannot do
 better than the spacing it is given (docs/locating.md measures 5 m with two detectors in
-a 300 m² cell, 2.5 m at the code's minimum, 1.3 m with one per room). GB 50116-2013
+a 300 m² cell, 2.0-2.3 m at the code's minimum, 1.3 m with one per room). GB 50116-2013
 §6.2.2 sets how much floor one point detector protects, by room area, under a ceiling up
-to 6 m (the site file has no ceiling heights; residential and shop ceilings are lower):
+to 6 m (a zone's ``ceiling_m`` picks the 6-12 m row, or says point detectors do not work
+there at all, §5.2.1; without it, up to 6 m: homes and shops are lower):
 
 - smoke: 80 m² in a room of at most 80 m², else 60 m²;
 - heat: 30 m² in a room of at most 30 m², else 20 m²;
@@ -35,7 +36,24 @@ CORRIDOR_W_M = 3.0
 RULES = {"smoke": (80.0, 80.0, 60.0, 15.0), "heat": (30.0, 30.0, 20.0, 10.0)}
 # protection radius R (m): in a small room, in a larger one (table 6.2.2, h <= 6 m)
 RADIUS = {"smoke": (6.7, 5.8), "heat": (4.4, 3.6)}
+# the highest ceiling a point detector of the kind works under (§5.2.1: smoke 12 m; heat
+# 8 m for the most sensitive classes A1/A2, the site file does not say which class)
+MAX_CEILING_M = {"smoke": 12.0, "heat": 8.0}
+LOW_CEILING_M = 6.0  # table 6.2.2: above this a smoke detector protects 80 m², 6.7 m
 GRID_M = 0.25  # the floor is checked point by point at this pitch
+
+
+def usable(zone: Zone, kind: str) -> bool:
+    """Does a point ``kind`` detector work under this zone's ceiling at all (§5.2.1)?"""
+    return zone.ceiling_m is None or zone.ceiling_m <= MAX_CEILING_M[kind]
+
+
+def _high(zone: Zone, kind: str) -> bool:
+    return kind == "smoke" and zone.ceiling_m is not None and zone.ceiling_m > LOW_CEILING_M
+
+
+def ceiling_text(zone: Zone) -> str:
+    return f"ceiling {zone.ceiling_m:g} m" if zone.ceiling_m is not None else "ceiling up to 6 m"
 
 
 def area(polygon: list[tuple[float, float]]) -> float:
@@ -48,6 +66,8 @@ def area(polygon: list[tuple[float, float]]) -> float:
 def needed(zone: Zone, kind: str) -> int:
     """How many ``kind`` detectors alone would cover ``zone`` under GB 50116."""
     small, per_small, per_large, spacing = RULES[kind]
+    if _high(zone, kind):  # 6-12 m: one protects 80 m² whatever the room's size
+        per_large = per_small
     s = area(zone.polygon)
     xs, ys = [p[0] for p in zone.polygon], [p[1] for p in zone.polygon]
     width, length = sorted((max(xs) - min(xs), max(ys) - min(ys)))
@@ -64,7 +84,7 @@ def radius(zone: Zone, kind: str) -> float:
     if width < CORRIDOR_W_M:  # along the corridor: half the spacing, centred across it
         return math.hypot(spacing / 2, width / 2)
     r_small, r_large = RADIUS[kind]
-    return r_small if area(zone.polygon) <= small else r_large
+    return r_small if area(zone.polygon) <= small or _high(zone, kind) else r_large
 
 
 def farthest(zone: Zone, detectors: list[tuple[str, float, float]]
@@ -132,20 +152,30 @@ def notes(site: Site) -> list[str]:
         for d in site.devices:
             if d.kind in have and home.get(d.id) == zone.id:
                 have[d.kind] += 1
-        need = {k: needed(zone, k) for k in have}
-        covered = sum(have[k] / need[k] for k in have)
+        ceiling = ceiling_text(zone)
+        kinds = [k for k in have if usable(zone, k)]
+        for k in have:
+            if not usable(zone, k) and have[k]:
+                out.append(f"zones[{i}] ({zone.id}): {ceiling}: a point {k} detector works "
+                           f"under at most {MAX_CEILING_M[k]:g} m (GB 50116-2013 §5.2.1), so "
+                           f"its {have[k]} {k} are not counted; beam or aspirating smoke "
+                           "detection is needed there")
+        if not kinds:
+            continue
+        need = {k: needed(zone, k) for k in kinds}
+        covered = sum(have[k] / need[k] for k in kinds)
         if covered < 1.0 - 1e-9:
-            got = ", ".join(f"{n} {k}" for k, n in have.items() if n) or \
-                "no smoke or heat detector"
+            got = ", ".join(f"{have[k]} {k}" for k in kinds if have[k]) or \
+                f"no {' or '.join(kinds)} detector"
+            asks = " or ".join(f"{need[k]} {k}" for k in kinds)
             out.append(f"zones[{i}] ({zone.id}): {area(zone.polygon):.0f} m² with {got}; "
-                       f"GB 50116-2013 asks for {need['smoke']} smoke or {need['heat']} heat "
-                       "detectors (§6.2.2, ceiling up to 6 m): alarms here are found later "
-                       "and placed less precisely")
+                       f"GB 50116-2013 asks for {asks} detectors (§6.2.2, {ceiling}): alarms "
+                       "here are found later and placed less precisely")
         far = farthest(zone, [(d.kind, d.x, d.y) for d in site.devices
-                              if d.kind in have and home.get(d.id) == zone.id])
+                              if d.kind in kinds and home.get(d.id) == zone.id])
         if far is not None and far[2] > far[3] + 0.05:
             x, y, dist, r = far
             out.append(f"zones[{i}] ({zone.id}): the point ({x:.1f}, {y:.1f}) is {dist:.1f} m "
                        f"from the nearest detector, beyond the {r:.1f} m GB 50116-2013 lets "
-                       "one protect (§6.2.2, ceiling up to 6 m): a fire there is found late")
+                       f"one protect (§6.2.2, {ceiling}): a fire there is found late")
     return out

@@ -135,3 +135,44 @@ def test_a_heat_detector_covers_only_its_own_smaller_radius() -> None:
                                              "{id: k1, kind: smoke, floor: 1, x: 31, y: 3}")))
             if n.startswith("zones[3]") and "beyond" in n]
     assert near == []  # the smoke detector's 6.7 m covers the rest
+
+
+def high(ceiling: float, *devices: str) -> list[str]:
+    """The hall (240 m²) alone, under a given ceiling."""
+    text = site(*devices).replace(
+        "polygon: [[0,0],[20,0],[20,12],[0,12]]}",
+        f"polygon: [[0,0],[20,0],[20,12],[0,12]], ceiling_m: {ceiling}}}")
+    return [n for n in notes(parse_site(text)) if n.startswith("zones[0]")]
+
+
+def test_a_ceiling_between_6_and_12_m_lets_a_smoke_detector_protect_80_m2() -> None:
+    s = parse_site(site("{id: s1, kind: smoke, floor: 1, x: 2, y: 2}").replace(
+        "[0,12]]}", "[0,12]], ceiling_m: 8}"))
+    hall = s.zones[0]
+    assert needed(hall, "smoke") == 3 and radius(hall, "smoke") == 6.7  # 240 / 80
+    assert needed(hall, "heat") == 12  # a heat detector's row does not change up to 8 m
+    # four in one row along the middle: 6.5 m from the corners, within 6.7 m at 8 m; at
+    # the default (up to 6 m) the count is met but not the 5.8 m radius
+    row = [f"{{id: s{i}, kind: smoke, floor: 1, x: {x}, y: 6}}" for i, x in
+           enumerate((2.5, 7.5, 12.5, 17.5))]
+    got = high(8, *row)
+    assert got == [], got
+    low = [n for n in notes(parse_site(site(*row))) if n.startswith("zones[0]")]
+    assert len(low) == 1 and "beyond the 5.8 m" in low[0] and "ceiling up to 6 m" in low[0]
+
+
+def test_above_12_m_point_detectors_do_not_count_and_the_note_says_why() -> None:
+    got = high(14, "{id: s1, kind: smoke, floor: 1, x: 5, y: 6}",
+               "{id: h1, kind: heat, floor: 1, x: 15, y: 6}")
+    assert len(got) == 2, got
+    assert got[0].startswith("zones[0] (hall): ceiling 14 m: a point smoke detector works "
+                             "under at most 12 m (GB 50116-2013 §5.2.1), so its 1 smoke "
+                             "are not counted")
+    assert "point heat detector works under at most 8 m" in got[1]
+
+
+def test_between_8_and_12_m_heat_detectors_do_not_count() -> None:
+    got = high(10, "{id: h1, kind: heat, floor: 1, x: 5, y: 6}")
+    assert any("a point heat detector works under at most 8 m" in n for n in got)
+    assert any("with no smoke detector; GB 50116-2013 asks for 3 smoke detectors "
+               "(§6.2.2, ceiling 10 m)" in n for n in got), got
