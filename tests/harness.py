@@ -179,6 +179,15 @@ class GatewayProc:
                                  + self.log_text()[-6000:]) from None
 
 
+def coincidence(probe: Probe) -> dict[str, Any]:
+    """smk-a1 then smk-a2 in cell a-1f of TEST_SITE: confirmed by coincidence, guard-1
+    paged; returns that page."""
+    probe.signal("smk-a1", kind="smoke")
+    time.sleep(0.5)
+    probe.signal("smk-a2", kind="smoke")
+    return probe.wait(lambda m: m.topic == "page/guard-1").json()
+
+
 def influx_steps(influx_base: str, db: str, incident: str | None = None) -> list[dict[str, Any]]:
     """Every incident_step point as a dict (time in ns), straight from InfluxDB's /query."""
     q = "SELECT * FROM incident_step"

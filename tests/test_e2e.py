@@ -20,7 +20,7 @@ import pytest
 
 from firmware_sim.lab import InfluxDB, Mosquitto
 from gateway.journal import Journal
-from tests.harness import GatewayProc, Probe, influx_steps, wait_for, write_site
+from tests.harness import GatewayProc, Probe, coincidence, influx_steps, wait_for, write_site
 
 STAGES_OF_CONTRACT = {"detected", "located", "queued", "confirmed", "dismissed", "escalated",
                       "paged", "acked", "on_scene", "breach", "closed"}
@@ -137,10 +137,7 @@ def test_a_cell_that_joins_after_the_page_is_sent_to_the_responder(env) -> None:
     """Smoke (or a second fire) next door, after dispatch: the guard hears of the kitchen."""
     gw, probe, influxdb, db, _ = env
     gw.start()
-    probe.signal("smk-a1", kind="smoke")
-    time.sleep(0.5)
-    probe.signal("smk-a2", kind="smoke")  # coincidence: confirmed, guard-1 paged
-    page = probe.wait(lambda m: m.topic == "page/guard-1").json()
+    page = coincidence(probe)  # confirmed, guard-1 paged
     inc = page["incident"]
     assert page["cells"] == ["a-1f"] and "notice" not in page
     probe.pub("page/guard-1/ack", {"incident": inc, "status": "ack"})

@@ -20,7 +20,7 @@ from rich.console import Console
 from firmware_sim.lab import InfluxDB, Mosquitto
 from gateway.board import Board
 from gateway.watch import as_json, render
-from tests.harness import GatewayProc, Probe, wait_for, write_site
+from tests.harness import GatewayProc, Probe, coincidence, wait_for, write_site
 
 ROOT = Path(__file__).resolve().parents[1]
 P = "firegrid/s/"
@@ -87,10 +87,7 @@ def test_the_duty_room_board_from_a_running_gateway(tmp_path: Path, mosquitto: M
     probe = Probe(mosquitto.port)
     try:
         gw.start()
-        probe.signal("smk-a1", kind="smoke")
-        time.sleep(0.5)
-        probe.signal("smk-a2", kind="smoke")  # coincidence: confirmed, guard-1 paged
-        page = probe.wait(lambda m: m.topic == "page/guard-1").json()
+        page = coincidence(probe)  # confirmed, guard-1 paged
         first = page["incident"]
         probe.signal("smk-k1", kind="smoke")  # the kitchen next door joins
         probe.signal("smk-b1", kind="smoke")  # building b: a second incident, queued to w-2
