@@ -762,16 +762,20 @@ def _json_object(payload: bytes) -> dict[str, Any]:
 async def _cancel_all(tasks: list[asyncio.Task], grace_s: float = STOP_GRACE_S) -> None:
     """Cancel the gateway's tasks and wait for them, but never for ever.
 
-    A task that swallows its cancellation (a library's ``wait_for`` on Python 3.11 can)
-    would otherwise hold a SIGTERM until systemd's kill. After ``grace_s`` the stop goes
-    on, and the log names each task still running and where it is, so the cause can be
-    found and fixed.
+    A task that swallows its cancellation (a library's ``wait_for`` on Python 3.11 can),
+    or that meets it in a clean-up that itself waits (a client's DISCONNECT handshake on a
+    link that is already dead), would otherwise hold a SIGTERM until systemd's kill. After
+    ``grace_s`` the log names each task still running and where it waits, so the cause
+    can be found; each is cancelled once more, given one more second, and the stop goes on.
     """
     for task in tasks:
         task.cancel()
     _done, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
     for task in pending:
         log.error("task did not stop", task=task.get_name(), where=_awaiting(task))
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)
 
 
 def log_tasks() -> None:
