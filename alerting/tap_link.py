@@ -148,14 +148,16 @@ async def _close(writer: asyncio.StreamWriter, end: float) -> None:
     writer.close()
     wait = max(0.1, min(_CLOSE_TIMEOUT_S, end - asyncio.get_running_loop().time()))
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), wait)
+        async with asyncio.timeout(wait):
+            await writer.wait_closed()
 
 
 async def _write(writer: asyncio.StreamWriter, data: bytes, end: float) -> None:
     """Write and drain; a line that stops taking bytes (flow control) cannot outlast
     the deadline: TimeoutError."""
     writer.write(data)
-    await asyncio.wait_for(writer.drain(), max(0.0, end - asyncio.get_running_loop().time()))
+    async with asyncio.timeout(max(0.0, end - asyncio.get_running_loop().time())):
+        await writer.drain()
 
 
 async def _run_session(target: TapTarget, client: TapClient, end: float) -> None:
@@ -166,7 +168,10 @@ async def _run_session(target: TapTarget, client: TapClient, end: float) -> None
     """
     loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(_open(target), max(0.0, end - loop.time()))
+        # asyncio.timeout throughout, not wait_for: on 3.11 wait_for drops a cancellation
+        # that lands with the result, and a page in flight would outlive the gateway's stop
+        async with asyncio.timeout(max(0.0, end - loop.time())):
+            reader, writer = await _open(target)
     except TimeoutError:
         client.abort(f"{target}: could not connect before the deadline")
         return
@@ -186,7 +191,8 @@ async def _run_session(target: TapTarget, client: TapClient, end: float) -> None
             wake = client.next_deadline
             wait = end - now if wake is None else min(wake, end) - now
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), max(0.0, wait))
+                async with asyncio.timeout(max(0.0, wait)):
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 out = client.tick(loop.time())
                 continue

@@ -148,7 +148,10 @@ class Gb26875Server:
         session = CentreSession(self.address, utc_offset_s=self.utc_offset_s)
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), TICK_S)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation
+                # that lands with the data, and the session would outlive the gateway's stop
+                async with asyncio.timeout(TICK_S):
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 events, reply = session.tick(self._clock())
             else:

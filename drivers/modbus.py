@@ -458,7 +458,9 @@ class ModbusPoller:
             reconnect_delay=0,  # reopening is ours: we report the link and pace the backoff
             trace_connect=on_connect,
         )
-        if await client.connect() and client.connected:
+        connected = await client.connect()
+        _still_cancelled()
+        if connected and client.connected:
             return client, lost
         client.close()
         why = await asyncio.to_thread(
@@ -565,7 +567,9 @@ class ModbusPoller:
         except (TimeoutError, ModbusException, OSError):
             # No reply, a reply that failed its CRC (the framer drops it, so it times
             # out), or the port went away (the caller checks the link first).
+            _still_cancelled()
             return silent
+        _still_cancelled()
         if resp.isError():
             code = getattr(resp, "exception_code", None)
             name = _EXCEPTION_NAMES.get(code, "unknown") if isinstance(code, int) else "?"
@@ -575,3 +579,16 @@ class ModbusPoller:
             # A stale reply to an earlier request of this unit, or a broken device.
             return _Failed(True, f"{what}: answered {len(values)} registers")
         return values
+
+
+def _still_cancelled() -> None:
+    """Re-raise a cancellation that a library's ``wait_for`` swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (pymodbus uses it for connects and replies)
+    returns the result and drops the cancellation when both arrive together, so the
+    poller would run on after the gateway cancelled it and its stop would wait for ever.
+    ``Task.cancelling()`` still counts the request: honour it here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -246,4 +246,5 @@ class SerialFeed:
         with contextlib.suppress(Exception):
             writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):  # not wait_for (3.11 drops cancels)
+                await writer.wait_closed()

@@ -215,6 +215,12 @@ async def running(runner: Any, *, must_be_cancelled: bool = False
         yield task
     finally:
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5.0)
+        if not done:  # a swallowed cancellation: say so now, not at the suite's timeout
+            task.cancel()
+            await asyncio.wait({task}, timeout=2.0)
+            raise AssertionError("run() went on after it was cancelled (a library's wait_for "
+                                 "swallowed the cancellation?)")
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if must_be_cancelled:

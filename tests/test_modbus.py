@@ -675,3 +675,33 @@ def test_simulator_typed_values() -> None:
     assert _parse_set("1:0=12.5:float32:little") == (1, 0, Value(12.5, "float32", "little"))
     assert _parse_set("2:4=-3:int32") == (2, 4, Value(-3, "int32", "big"))
     assert _parse_set("1:1=0x10") == (1, 1, 16)
+
+
+async def test_a_cancellation_swallowed_by_the_library_still_stops_the_poller() -> None:
+    """Python 3.11's wait_for returns a reply that lands with the cancel and drops the
+    cancel; the poller must stop all the same, or the gateway's stop waits on it."""
+
+    class Reply:
+        def __init__(self) -> None:
+            self.registers = [7]
+
+        def isError(self) -> bool:  # pymodbus's name
+            return False
+
+    class Client:  # only what _read touches: a reply that swallows the cancel
+        async def read_holding_registers(self, start: int, count: int,
+                                         device_id: int) -> Reply:
+            # as wait_for does when the reply and the cancel arrive together
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(5)
+            return Reply()
+
+    poller = ModbusPoller("/dev/null-not-opened", 9600, ["1:0"], lambda _e: None,
+                          lambda _u, _d: None, poll_s=0.2, timeout_s=0.15)
+    (block,) = poller.plan
+    task = asyncio.create_task(poller._read(Client(), block))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)  # inside the read
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert task.cancelled()
