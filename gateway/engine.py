@@ -1159,15 +1159,24 @@ class Engine:
                                "channel_index": idx, "text": page.text})
             out.pages.append(page)
 
-    def _cells(self, inc: Incident) -> list[str]:
-        """The cells with a detector in the incident, in the order of their first alarm."""
-        seen: dict[str, None] = {}
-        for dev_id, _t in sorted(inc.devices.items(), key=lambda kv: kv[1]):
+    def _cell_table(self, inc: Incident) -> list[dict]:
+        """Each cell with a detector in the incident, in the order of its first alarm: zone,
+        floor, first (unix s), devices. Cameras count for nothing: they see into other
+        cells than their own."""
+        cells: dict[str, dict] = {}
+        for dev_id, t_ns in sorted(inc.devices.items(), key=lambda kv: kv[1]):
             d = self.site.device(dev_id)
             zone = self._zone_of.get(dev_id)
-            if d is not None and zone is not None and d.kind != "camera":
-                seen.setdefault(zone.id, None)
-        return list(seen)
+            if d is None or zone is None or d.kind == "camera":
+                continue
+            cell = cells.setdefault(zone.id, {"zone": zone.id, "floor": zone.floor,
+                                              "first": round(t_ns / NS, 3), "devices": 0})
+            cell["devices"] += 1
+        return list(cells.values())
+
+    def _cells(self, inc: Incident) -> list[str]:
+        """The ids of :meth:`_cell_table`'s cells."""
+        return [c["zone"] for c in self._cell_table(inc)]
 
     def _waiting(self, inc: Incident) -> list[str]:
         """Members of the current tier paged and still able to answer."""
@@ -1295,17 +1304,8 @@ class Engine:
         cannot tell apart, a second fire next door: docs/locating.md) was detected next.
         A camera counts for nothing here: it sees into other cells than its own.
         """
-        cells: dict[str, dict] = {}
-        for dev_id, t_ns in sorted(inc.devices.items(), key=lambda kv: kv[1]):
-            d = self.site.device(dev_id)
-            zone = self._zone_of.get(dev_id)
-            if d is None or zone is None or d.kind == "camera":
-                continue
-            cell = cells.setdefault(zone.id, {"zone": zone.id, "floor": zone.floor,
-                                              "first": round(t_ns / NS, 3), "devices": 0})
-            cell["devices"] += 1
         return {**inc.public(self.site.site), "confirm_rule": inc.confirm_rule,
-                "cells": list(cells.values())}
+                "cells": self._cell_table(inc)}
 
     def _cap(self, inc: Incident) -> Publish | None:
         """The incident's latest CAP 1.2 message: Alert, then Update, then Cancel at the end.
