@@ -189,11 +189,22 @@ def coincidence(probe: Probe) -> dict[str, Any]:
 
 
 def influx_steps(influx_base: str, db: str, incident: str | None = None) -> list[dict[str, Any]]:
-    """Every incident_step point as a dict (time in ns), straight from InfluxDB's /query."""
+    """Every incident_step point as a dict (time in ns), straight from InfluxDB's /query.
+
+    InfluxDB 1.x stores each field of a point apart, so a query that lands while a point
+    is written can see some of its fields and not others (a flaky None). The answer is
+    taken once two reads in a row agree (at most five tries).
+    """
     q = "SELECT * FROM incident_step"
     if incident:
         q += f" WHERE \"incident\" = '{incident}'"
-    return influx_rows(influx_base, db, q, timeout=10)
+    rows = influx_rows(influx_base, db, q, timeout=10)
+    for _ in range(4):
+        again = influx_rows(influx_base, db, q, timeout=10)
+        if again == rows:
+            break
+        rows = again
+    return rows
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -200,11 +200,14 @@ class Lab:
                                    folder / "gateway.log")
         self.probe: Probe | None = None
 
-    def detected(self, incident: str, device: str) -> dict:
-        """The incident's ``detected`` step for ``device``, read back from InfluxDB."""
+    def detected(self, incident: str, device: str, *need: str) -> dict:
+        """The incident's ``detected`` step for ``device``, read back from InfluxDB, once
+        the fields in ``need`` are there: InfluxDB 1.x stores each field of a point apart,
+        and a query that lands during the write can see some of them and not others."""
         def rows() -> list[dict]:
             return [r for r in influx_steps(self.influx.base_url, "feeds_e2e", incident)
-                    if r["stage"] == "detected" and r.get("device") == device]
+                    if r["stage"] == "detected" and r.get("device") == device
+                    and all(r.get(k) is not None for k in ("elapsed_s", *need))]
         (row,) = wait_for(rows, 10, f"detected step of {device} in {incident}")
         return row
 
@@ -313,7 +316,7 @@ def test_frigate_fire_event_with_its_box_and_bearing(lab: Lab) -> None:
     sent = lab.mosquitto_pub("frigate/events", frigate_event("new", "1700.1-abc"))
     inc, took = lab.incident_for("cam-f", sent)
     assert took < 1.0
-    step = lab.detected(inc, "cam-f")
+    step = lab.detected(inc, "cam-f", "bearing_deg")
     # box centre x = 1000 of 1280 px: 45 + 90 * (0.5 - 1000/1280) = 19.7 degrees
     assert abs(step["bearing_deg"] - 19.6875) < 1e-6, step
     (signal,) = lab.records("signal", "cam-f", "alarm")
@@ -440,7 +443,7 @@ def test_modbus_gas_alarm_clear_silent_unit_and_pulled_cable(lab: Lab) -> None:
     sent = lab.modbus.set(300)  # 30.0 %LEL, over alarm_at 25
     inc, took = lab.incident_for("gas-m", sent)
     assert took < 0.3 + 1.0, "within a poll period and a second"
-    assert lab.detected(inc, "gas-m")["value"] == 30.0
+    assert lab.detected(inc, "gas-m", "value")["value"] == 30.0
     sent = lab.modbus.set(200)  # 20.0: between clear_at and alarm_at, still alarm
     time.sleep(1.0)
     assert not lab.probe.find(lambda m: m.t >= sent and m.topic == "device/gas-m")
