@@ -63,6 +63,13 @@ class Board:
     def prefix(self) -> str:
         return f"firegrid/{self.site}/"
 
+    def reset(self) -> None:
+        """Forget every retained state: after a reconnect the broker sends them all again,
+        and one cleared meanwhile (an empty retained message) is simply not among them."""
+        for table in (self.incidents, self.confirms, self.devices, self.troubles, self.feeds):
+            table.clear()
+        self.status = None
+
     def apply(self, topic: str, payload: bytes) -> None:
         """One MQTT message (full topic). An empty payload clears a retained state."""
         if not topic.startswith(self.prefix):

@@ -134,6 +134,7 @@ async def live(target: MqttTarget, board: Board, console: Console, finished: int
         while True:
             try:
                 async with _client(target) as client:
+                    board.reset()  # rebuilt from the retained messages that follow
                     await client.subscribe(board.prefix + "#", qos=1)
                     first = False
                     reader = asyncio.create_task(_pump(client, board, [0.0]))

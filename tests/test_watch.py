@@ -146,6 +146,8 @@ def test_the_live_board_follows_changes_and_survives_a_broker_restart(
     probe = Probe(mosquitto.port, prefix="firegrid/s/")
     probe.pub("status", b"online", retain=True)
     probe.pub("incident/inc-1", inc("inc-1", "confirming", time.time()), retain=True)
+    probe.pub("trouble/smk-9", orjson.dumps({"device": "smk-9", "trouble": "tamper",
+                                             "since": time.time()}), retain=True)
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "watch", "--site", "s",
                              "--mqtt", mosquitto.url], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -156,6 +158,8 @@ def test_the_live_board_follows_changes_and_survives_a_broker_restart(
         time.sleep(1.0)
         mosquitto.start()
         probe = Probe(mosquitto.port, prefix="firegrid/s/")
+        # cleared while the board was away: no message says so after it reconnects
+        probe.pub("trouble/smk-9", b"", retain=True)
         probe.pub("incident/inc-1", inc("inc-1", "closed", time.time() - 5), retain=True)
         probe.pub("incident/inc-2", inc("inc-2", "confirmed", time.time()), retain=True)
         time.sleep(4.0)  # reconnect (2 s) and a redraw (1 s)
@@ -174,6 +178,7 @@ def test_the_live_board_follows_changes_and_survives_a_broker_restart(
     assert "inc-2" in frame and "inc-1" in frame
     row1 = next(ln for ln in frame.splitlines() if "inc-1" in ln)
     assert "closed" in row1
+    assert "smk-9" not in frame and "0 in trouble" in frame
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats()
