@@ -41,13 +41,19 @@ def _site(path: Path) -> Site:
         raise Fail("\n".join(exc.lines()), EXIT_CONFIG) from None
 
 
-def resolve_urls(site: Site, mqtt: str | None, influx: str | None) -> tuple[str, str]:
-    """Flag, then environment, then file (CONTRACT §1)."""
-    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT") or site.mqtt
-    influx_url = influx or os.environ.get("FIREGRID_INFLUX") or site.influx
+def resolve_mqtt(site: Site | None, mqtt: str | None) -> str:
+    """The broker URL: flag, then environment, then file (CONTRACT §1)."""
+    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT") or (site.mqtt if site else None)
     if not mqtt_url:
         raise Fail("no MQTT broker: give --mqtt, FIREGRID_MQTT or mqtt: in the site file",
                    EXIT_CONFIG)
+    return mqtt_url
+
+
+def resolve_urls(site: Site, mqtt: str | None, influx: str | None) -> tuple[str, str]:
+    """Flag, then environment, then file (CONTRACT §1)."""
+    mqtt_url = resolve_mqtt(site, mqtt)
+    influx_url = influx or os.environ.get("FIREGRID_INFLUX") or site.influx
     if not influx_url:
         raise Fail("no InfluxDB: give --influx, FIREGRID_INFLUX or influx: in the site file",
                    EXIT_CONFIG)
@@ -232,12 +238,8 @@ def watch(
         raise Fail(f"--site {site} is not the site of {config} ({loaded.site})", EXIT_CONFIG)
     if fmt not in ("text", "json"):
         raise Fail(f"--format must be text or json, not {fmt!r}", EXIT_CONFIG)
-    mqtt_url = mqtt or os.environ.get("FIREGRID_MQTT") or (loaded.mqtt if loaded else None)
-    if not mqtt_url:
-        raise Fail("no MQTT broker: give --mqtt, FIREGRID_MQTT or mqtt: in the site file",
-                   EXIT_CONFIG)
     try:
-        target = MqttTarget.parse(mqtt_url)
+        target = MqttTarget.parse(resolve_mqtt(loaded, mqtt))
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
