@@ -37,7 +37,10 @@ class PubFlood:
             if b"\n" in payload:
                 raise ValueError(f"payload for {topic} holds a newline: one line is one message")
             by_topic[topic].append(payload + b"\n")
-        topics = sorted(by_topic)[:procs]
+        if len(by_topic) > procs:  # one process per topic: more would be silently unsent
+            raise ValueError(f"{len(by_topic)} topics for {procs} publisher processes; "
+                             f"one process publishes one topic")
+        topics = sorted(by_topic)
         self.lines = [by_topic[tp] for tp in topics]
         self.topics = topics
         self.rate, self.seconds = rate, seconds

@@ -56,6 +56,7 @@ VERTICAL_MIN_S = 30.0  # smoke takes at least this long to reach the floor above
 SPLIT_COST = 12.0  # -2 log L two fires must gain over one before an alarm is a new fire
 FRONT_MIN_ALARMS = 2  # fire-floor smoke alarms before t_ign and K say where the front is
 NEIGHBOUR_M = 8.0  # a smoke alarm this near an alarmed one is spread (detector spacing)
+RISE_MARGIN_M = 3.0  # smoke from below reaches the detectors over the fire first (docs)
 HEAT_RISE_K = 8.0  # analog heat or temperature rise that counts as heat (multi-criteria)
 CO_RISE_PPM = 25.0  # analog CO rise that counts as combustion gas (multi-criteria)
 ANALOG_FRESH_S = 120.0  # an analog reading older than this is no evidence
@@ -708,7 +709,9 @@ class Engine:
         dist = min(math.hypot(device.x - x, device.y - y) for x, y in anchors)
         if dist > CLUSTER_M:
             return None
-        if rise and device.kind == "smoke" and self._ahead_of_front(inc, device, t_ns):
+        if rise and device.kind == "smoke" and (
+                self._ahead_of_front(inc, device, t_ns)
+                or self._off_the_rise(inc, device, t_ns)):
             return None
         est = None
         smoke = [d for d, _ in members if d.kind == "smoke" and d.floor == fire_floor]
@@ -741,6 +744,31 @@ class Engine:
         r = max(math.hypot(device.x - est.x, device.y - est.y) - est.error_m, locate.R0_M)
         front = est.t_ignition + est.k * math.sqrt(r)
         return (t_ns - inc.t0_ns) / NS < front + VERTICAL_MIN_S
+
+    def _off_the_rise(self, inc: Incident, device: Device, t_ns: int) -> bool:
+        """The first smoke alarm on the floor above, where smoke from below would not come first.
+
+        Smoke that rises from the fire (out of a window and up the facade, up a shaft
+        stacked over the room) comes in over the fire and spreads from there, so the
+        detectors nearest the point above it alarm first. If a working detector on this
+        floor stays silent although it is nearer that point, by more than
+        ``RISE_MARGIN_M`` or the estimate's error radius, this alarm has a source of its
+        own: a fire on this floor. Smoke up a stair far from the fire breaks the rule;
+        then the floor above is an incident of its own (docs/locating.md).
+        """
+        margin = max(RISE_MARGIN_M, inc.error_m)
+        reach = math.hypot(device.x - inc.x, device.y - inc.y) - margin
+        if reach <= 0:
+            return False
+        taken = {i for other in self.incidents.values() if other.active for i in other.devices}
+        for d in self._floor_devices.get((inc.building, device.floor), ()):
+            if d.kind != "smoke" or d.id == device.id or d.id in taken or self._disabled(d, t_ns):
+                continue
+            state = self.device_states.get(d.id)
+            if ((state is None or state.state in ("normal", "trouble"))
+                    and math.hypot(d.x - inc.x, d.y - inc.y) < reach):
+                return True
+        return False
 
     def _camera_miss(self, cam: Device, bearing: float | None, inc: Incident) -> float | None:
         """How far the camera's line of sight passes from the incident; None: not seen."""

@@ -47,3 +47,9 @@ def test_a_paced_flood_arrives_whole_and_acknowledged(mosquitto: Mosquitto) -> N
 def test_a_payload_with_a_newline_is_refused() -> None:
     with pytest.raises(ValueError, match="newline"):
         PubFlood("127.0.0.1", 1, [("t", b"a\nb")], 1, 1, "x")
+
+
+def test_more_topics_than_processes_is_refused() -> None:
+    """Each process publishes one topic: a seventeenth would never be sent."""
+    with pytest.raises(ValueError, match="17 topics for 16"):
+        PubFlood("127.0.0.1", 1, [(f"t/{i}", b"x") for i in range(17)], 1, 1, "x")

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # An open floor 60 x 12 m in two cells (x 0-30, 30-60), a smoke detector every 6 m along
 # the middle, two cameras at the west end; a second building far away; a floor above.
-ROW = parse_site("""
+ROW_TEXT = ("""
 site: row
 zones:
   - {id: w, building: a, floor: 1, polygon: [[0,0],[30,0],[30,12],[0,12]], worker: g}
@@ -56,7 +56,8 @@ devices:
   - {id: camn, kind: camera, floor: 1, x: 0, y: 12, azimuth_deg: -30, fov_deg: 90}
 responders:
   - {id: g, tier: 0}
-""", "row.yaml")
+""")
+ROW = parse_site(ROW_TEXT, "row.yaml")
 
 
 def model_time(origin: tuple[float, float], det: tuple[float, float], k: float = 30.0,
@@ -330,6 +331,36 @@ def test_the_floor_above_ahead_of_the_front_below_is_a_second_fire() -> None:
     a, b = play(together, [(0.0, "s3"), (0.8, "s15")])
     assert a == b, "12 m apart within a second: one fire between them"
     assert play(together, [(31.0, "u9")]) == [a]
+
+
+# ROW with a detector every 6 m on floor 2 as well (u3 ... u27 over w2)
+TALL = parse_site(ROW_TEXT.replace("""  - {id: u9, kind: smoke, floor: 2, x: 9, y: 6}
+""", "".join(f"  - {{id: u{x}, kind: smoke, floor: 2, x: {x}, y: 6}}\n" for x in (9, 15, 21, 27))),
+    "tall.yaml")
+
+
+def test_the_floor_above_alarming_away_from_the_fire_is_a_second_fire() -> None:
+    """A fire under s3 (s3 then s9 alarm): smoke that rises from it comes in over it, so
+    on floor 2 u3 and u9 alarm first. u21 alarming first, 120 s on (the front below
+    could have sent smoke up by then), with u3, u9 and u15
+    working and silent between it and the point over the fire, is a fire of its own on
+    floor 2. The same alarm joins when u3 alarms instead, and when the detectors between
+    are in fault (nothing known of them)."""
+    sim = Sim(TALL)
+    a, a2 = play(sim, [(0, "s3"), (12, "s9")])
+    assert a == a2
+    (b,) = play(sim, [(120, "u21")])
+    assert b != a, "u3, u9 and u15 stayed silent over the fire: a second fire upstairs"
+    assert sim.engine.incidents[b].floor == 2
+    assert len(sim.engine.open_incidents()) == 2
+    over = Sim(TALL)
+    a, _ = play(over, [(0, "s3"), (12, "s9")])
+    assert play(over, [(110, "u3"), (120, "u21")]) == [a, a], "u3 first: smoke from below"
+    blind = Sim(TALL)
+    for dev in ("u3", "u9", "u15"):
+        blind.signal(dev, "fault", t=0)
+    a, _ = play(blind, [(0, "s3"), (12, "s9")])
+    assert play(blind, [(120, "u21")]) == [a], "nothing known between: it may be the smoke"
 
 
 def test_refined_positions_survive_a_restart() -> None:
