@@ -33,9 +33,9 @@ import orjson
 
 from alerting.cap import CapError, SiteFrame, cap_alert, cap_identifier
 from alerting.channel import Delivery
-from alerting.page import SCREEN, Page
+from alerting.page import Page
 from drivers.signal import Signal
-from gateway import locate
+from gateway import locate, page_text
 from gateway.config import Device, Site, Window, Zone
 from gateway.escalation import site_zone, tier_roster
 from gateway.geometry import building_of, zone_at
@@ -1255,61 +1255,13 @@ class Engine:
 
     def _page(self, inc: Incident, responder: str, tier: int, now_ns: int, *,
               channel: int = 0, pre_alert: bool = False) -> Page:
-        """A page that fits an 80-character screen and says where to run and how to answer."""
-        r = self.site.responder(responder)
-        kind = r.channels[channel].type if r is not None else "mqtt"
-        zone = self.site.zone(inc.zone) if inc.zone else None
-        where = (zone.name or zone.id) if zone else "?"
-        building = "" if inc.building.startswith("zone:") else f"{inc.building} "
-        secs = int((now_ns - inc.t0_ns) / NS)
-        head = "PRE-ALERT fire?" if pre_alert else "FIRE"
-        how = "reply 01 ack" if kind == "snpp" else "reply ack"
-        cells = self._cells(inc)
-        others = [c for c in cells if c != inc.zone]
-        # other cells in alarm: by name if the screen has room, else how many
-        also = [f" also {', '.join(self._cell_name(c) for c in others)}",
-                f" +{len(others)} cell{'s' if len(others) > 1 else ''}"] if others else [""]
-        texts = [f"{head} {building}{where} F{inc.floor} ({inc.x:.0f},{inc.y:.0f})m{a} "
-                 f"T0+{secs}s {inc.id}{h}" for h in (f" {how}", "") for a in also]
-        texts += [f"{head} {building}{inc.zone} F{inc.floor} ({inc.x:.0f},{inc.y:.0f}){a} "
-                  f"+{secs}s {inc.id}" for a in also[-1:]]
-        text = next((t for t in texts if len(t) <= SCREEN), texts[-1])
-        return Page(responder=responder, incident=inc.id, tier=tier, zone=inc.zone or "",
-                    text=text[:SCREEN],
-                    extra={"site": self.site.site, "floor": inc.floor, "cells": cells,
-                           "x": round(inc.x, 2), "y": round(inc.y, 2),
-                           "building": None if inc.building.startswith("zone:")
-                           else inc.building,
-                           "t0": inc.t0_ns / NS, "sent": now_ns / NS,
-                           "channel": kind, "channel_index": channel,
-                           **({"pre_alert": True} if pre_alert else {}),
-                           "ack_topic": f"firegrid/{self.site.site}/page/{responder}/ack"})
+        return page_text.incident_page(self.site, inc, self._cells(inc), responder, tier,
+                                       now_ns, channel=channel, pre_alert=pre_alert)
 
     def _cell_page(self, inc: Incident, responder: str, tier: int, device: Device,
                    zone: Zone, now_ns: int, channel: int) -> Page:
-        """The notice of another cell in alarm: where it is, and which incident it joined."""
-        r = self.site.responder(responder)
-        kind = r.channels[min(channel, len(r.channels) - 1)].type if r is not None else "mqtt"
-        building = "" if inc.building.startswith("zone:") else f"{building_of(zone)} "
-        secs = int((now_ns - inc.t0_ns) / NS)
-        texts = [f"ALSO IN ALARM {building}{self._cell_name(zone.id)} F{zone.floor} "
-                 f"({device.x:.0f},{device.y:.0f})m T0+{secs}s {inc.id}",
-                 f"ALSO IN ALARM {building}{zone.id} F{zone.floor} "
-                 f"({device.x:.0f},{device.y:.0f}) +{secs}s {inc.id}"]
-        text = next((t for t in texts if len(t) <= SCREEN), texts[-1])
-        return Page(responder=responder, incident=inc.id, tier=tier, zone=zone.id,
-                    text=text[:SCREEN],
-                    extra={"site": self.site.site, "floor": zone.floor,
-                           "x": round(device.x, 2), "y": round(device.y, 2),
-                           "building": None if inc.building.startswith("zone:")
-                           else building_of(zone), "cells": self._cells(inc),
-                           "notice": "cell", "incident_zone": inc.zone,
-                           "t0": inc.t0_ns / NS, "sent": now_ns / NS,
-                           "channel": kind, "channel_index": channel})
-
-    def _cell_name(self, zone_id: str) -> str:
-        zone = self.site.zone(zone_id)
-        return (zone.name or zone.id) if zone else zone_id
+        return page_text.cell_notice(self.site, inc, self._cells(inc), responder, tier,
+                                     device, zone, now_ns, channel)
 
     def _publish_incident(self, inc: Incident, out: Decisions) -> None:
         out.publishes = [p for p in out.publishes if p.topic != f"incident/{inc.id}"]
