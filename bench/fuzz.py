@@ -1704,6 +1704,54 @@ class Gb26875SessionHarness(_GbStream):
         return any(not isinstance(e, Garbage) for e in events)
 
 
+class Gb26875UplinkHarness(_GbStream):
+    """``UplinkSession.receive`` (+ ``tick``, ``lost``): what a monitoring centre sends back
+    to the gateway reporting to it, with three reports waiting and the clock advancing."""
+
+    buffer_bound = 2 * 1054
+    ME, CENTRE = 0x000379, 0x015B38
+
+    def feed(self, inp: dict[str, Any]) -> bool:
+        gb = self.gb
+        from alerting.centre_report import UplinkSession, fire_report
+
+        s = UplinkSession(self.ME, self.CENTRE, timeout_s=10.0, retries=3)
+        crng = random.Random(inp["cuts"] ^ 0x5DEECE66D)
+        now = 1_700_000_000.0
+        sent: dict[int, bytes] = {}
+        for k in range(3):
+            serial, frame = s.report([fire_report(sys_addr=1, part_type=40, part_addr=k + 1,
+                                                  description="smk", at_s=now,
+                                                  utc_offset_s=0)], now)
+            sent[serial] = frame
+        outcomes: list[Any] = []
+        out: list[bytes] = []
+        for chunk in split(inp["data"], inp["cuts"]):
+            now += crng.choice((0.0, 0.001, 1.0, 9.99, 10.0, 30.0))
+            o, b = s.receive(chunk, now)
+            _check_bound(self, s._deframer.buffered, "the deframer")
+            outcomes += o
+            out.append(b)
+            o, b = s.tick(now)
+            outcomes += o
+            out.append(b)
+        outcomes += s.lost()
+        # every exchange ends exactly once, confirmed or not, and only ours
+        ended = [o.serial for o in outcomes]
+        assert sorted(ended) == sorted(sent), f"outcomes {ended} for serials {sorted(sent)}"
+        for o in outcomes:
+            assert 1 <= o.attempts <= 4, o
+        # what goes back: our own reports again, or 确认/否认 from our address, empty
+        for f in gb.Deframer().feed(b"".join(out)):
+            assert isinstance(f, gb.Frame), f"sent bytes that are no frame: {f}"
+            if f.command == gb.CMD_SEND:
+                assert gb.encode_frame(f) == sent.get(f.serial), f"resent {f.serial} changed"
+            else:
+                assert f.command in (gb.CMD_CONFIRM, gb.CMD_DENY) and f.src == self.ME \
+                    and f.dst == self.CENTRE and f.adu == b"", f
+        return any(o.ok for o in outcomes)
+
+
 class Gb26875DeframerHarness(_GbStream):
     """``Deframer.feed`` (+ ``abandon``) alone, with the stream's accounting checked: every
     byte is in exactly one Frame or BadFrame (or still buffered), in stream order.
@@ -3761,6 +3809,9 @@ TARGETS: list[Target] = [
     Target("gb26875-deframer", "drivers.gb26875.Deframer.feed/abandon", 0.06,
            lambda: Gb26875DeframerHarness(),
            "1 input = 1 stream in random reads; every byte accounted for, in order"),
+    Target("gb26875-uplink", "alerting.centre_report.UplinkSession.receive/tick/lost", 0.04,
+           lambda: Gb26875UplinkHarness(),
+           "1 input = what a centre sends back, in random reads; each report ends once"),
     Target("gb26875-adu", "drivers.gb26875.parse_adu", 0.04, lambda: Gb26875AduHarness(),
            "accepted objects give events and build back to the same bytes"),
     Target("panel-gst", "drivers.panel_printer.PrinterParser('gst').feed/flush", 0.04,

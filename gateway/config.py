@@ -377,6 +377,35 @@ class Cap(Strict):
         return self
 
 
+class MonitoringCentre(Strict):
+    """Where confirmed fires are reported upward over GB/T 26875.3 (docs/centre.md).
+
+    The gateway dials ``host``:``port`` as a UITD (用户信息传输装置) would, with its own
+    ``address`` as the source of every frame, and reports each detector of a confirmed
+    or escalated incident as a type-2 fire report; the centre's 确认 is recorded as a
+    ``forwarded`` step.
+    """
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    # this gateway's 6-byte address as the centre knows it, and the centre's own:
+    # an integer, or six hex bytes in wire order ("79 03 00 00 00 00")
+    address: int | str
+    centre_address: int | str = 0
+    system_address: int = Field(1, ge=0, le=255)  # 系统地址 of the reported fire system
+    utc_offset: str | None = Field(None, pattern=UTC_OFFSET)  # the centre's clock; site's
+    timeout_s: float = Field(10.0, gt=0, le=10)  # clause 6.5: at most 10 s for a 确认
+    retries: int = Field(3, ge=0, le=3)  # ... and at most 3 resends
+    heartbeat_s: float = Field(30.0, ge=1, le=600)
+
+    @field_validator("address", "centre_address", mode="before")
+    @classmethod
+    def _address(cls, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError("give an integer or six hex bytes such as '79 03 00 00 00 00'")
+        return gb26875_address(v)
+
+
 class Site(Strict):
     site: str = Field(pattern=r"^[a-z0-9-]+$")
     sla: SLA = SLA()
@@ -392,6 +421,7 @@ class Site(Strict):
     journal_keep_days: float = Field(30.0, gt=0)  # finished, forwarded steps kept this long
     utc_offset: str = Field("+08:00", pattern=UTC_OFFSET)
     cap: Cap = Cap()
+    monitoring_centre: MonitoringCentre | None = None
 
     def device(self, device_id: str) -> Device | None:
         return self._devices.get(device_id)
@@ -484,9 +514,10 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
             problems.append((f"devices[{i}].clear_after_s", "only for Zigbee2MQTT devices"))
         if d.floor not in floors:
             problems.append((f"devices[{i}].floor", f"no zone on floor {d.floor}"))
-        if d.id in feeds or d.id in ("gateway", "broker"):
-            problems.append((f"devices[{i}].id", f"{d.id!r} names a feed, the gateway or the "
-                                                 "broker, whose troubles share trouble/<id>"))
+        if d.id in feeds or d.id in ("gateway", "broker", "monitoring-centre"):
+            problems.append((f"devices[{i}].id", f"{d.id!r} names a feed, the gateway, the "
+                                                 "broker or the monitoring centre, whose "
+                                                 "troubles share trouble/<id>"))
     problems.extend(_feed_refs(site))
     for i, r in enumerate(site.responders):
         if r.tier >= 1 and r.tier not in tiers:
@@ -497,6 +528,11 @@ def _cross_check(site: Site) -> list[tuple[str, str]]:
         for j, rid in enumerate(t.fallback):
             if rid not in responders:
                 problems.append((f"tiers[{i}].fallback[{j}]", f"no responder with id {rid!r}"))
+    if site.monitoring_centre is not None:
+        for i, f in enumerate(site.feeds):
+            if f.name == "monitoring-centre":  # the uplink's own name in feed/ and trouble/
+                problems.append((f"feeds[{i}].name", "'monitoring-centre' is the name of "
+                                 "the monitoring_centre uplink; call this feed otherwise"))
     return problems
 
 

@@ -22,6 +22,7 @@ their start and end are ``rule`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -32,14 +33,16 @@ from typing import NoReturn
 import orjson
 
 from alerting.cap import CapError, SiteFrame, cap_alert, cap_identifier
+from alerting.centre_report import GENERIC, PART_TYPES
 from alerting.channel import Delivery
 from alerting.page import Page
+from drivers.gb26875 import parse_ref
 from drivers.signal import Signal
 from gateway import locate, page_text
 from gateway.config import Device, Site, Window, Zone
 from gateway.escalation import site_zone, tier_roster
 from gateway.geometry import building_of, zone_at
-from gateway.model import NS, Decisions, DeviceState, Publish, Refused, Step
+from gateway.model import NS, CentreReport, Decisions, DeviceState, Publish, Refused, Step
 from gateway.supervision import (
     OFFLINE_TROUBLES,
     FeedLink,
@@ -51,6 +54,7 @@ from gateway.supervision import (
 )
 
 FINISHED_KEPT = 1000
+CENTRE_LINK = "monitoring-centre"  # the uplink's name in feed/ and trouble/ (docs/centre.md)
 CLUSTER_M = 20.0  # an alarm this close to an open incident, same building, may join it
 VERTICAL_MIN_S = 30.0  # smoke takes at least this long to reach the floor above (docs)
 SPLIT_COST = 12.0  # -2 log L two fires must gain over one before an alarm is a new fire
@@ -176,6 +180,7 @@ class Engine:
         self.counter = 0
         self._layout = layout if layout is not None else _Layout.of(site)
         self._zone_of = self._layout.zone_of
+        self._device_index = {d.id: i for i, d in enumerate(site.devices)}
         self._floor_devices = self._layout.floor_devices
         self._plans = self._layout.plans
         self._windows = self._layout.windows
@@ -189,6 +194,8 @@ class Engine:
         limits.update({_FEED + f.name: _ns(f.heartbeat_s) for f in site.feeds if f.heartbeat_s})
         self.heartbeats = Heartbeats(limits)
         self.links: dict[str, FeedLink] = {f.name: FeedLink(f.name) for f in site.feeds}
+        if site.monitoring_centre is not None:  # its line, supervised like a feed's
+            self.links[CENTRE_LINK] = FeedLink(CENTRE_LINK)
 
     def fresh(self) -> Engine:
         """A new, empty engine for the same site, sharing what is derived from the file.
@@ -437,6 +444,22 @@ class Engine:
         self._publish_incident(inc, out)
         return out
 
+    def forwarded(self, report: CentreReport, ok: bool, now_ns: int, *, attempts: int = 1,
+                  detail: str = "") -> Decisions:
+        """The monitoring centre confirmed a report (``forwarded``), or the uplink could
+        not get a 确认 for it this time (``forward_failed``; it is sent again).
+
+        Recorded even when the incident is finished and forgotten: the report carries
+        the incident's id and T0, and an auditor wants to see when the centre had it.
+        """
+        out = Decisions()
+        inc = self.incidents.get(report.incident) or self.finished.get(report.incident)
+        self._emit(out, inc, "forwarded" if ok else "forward_failed", now_ns,
+                   incident_id=report.incident, t0_ns=report.t0_ns, device=report.device,
+                   fields={"attempts": attempts, "detail": detail[:200],
+                           "part_addr": report.part_addr})
+        return out
+
     def close(self, incident_id: str, by: str, reason: str, now_ns: int) -> Decisions:
         """A person closes the incident; detectors clearing never does."""
         inc = self._incident(incident_id)
@@ -641,6 +664,8 @@ class Engine:
         else:
             new_cell = device.kind != "camera" and zone.id not in self._cells(inc)
             self._emit(out, inc, "detected", received_ns, device=device.id, fields=fields)
+            if inc.state == CONFIRMED:  # the centre already had the others: this one too
+                self._report(inc, device.id, out)
             if new_cell:  # only who was paged before this alarm: a page sent now says it all
                 notify = (device, zone, [*inc.paged, *sorted(inc.pre_alerted - inc.paged.keys())])
         self._locate(inc, now_ns, received_ns, out, est)
@@ -1067,7 +1092,35 @@ class Engine:
         if stage == "confirmed" and step.elapsed_s > self.site.sla.confirm_s:
             self._breach(inc, "confirm", self.site.sla.confirm_s, now_ns, out)
         self._clear_confirm_request(inc, out)
+        for dev_id in sorted(inc.devices, key=inc.devices.__getitem__):
+            self._report(inc, dev_id, out)
         self._dispatch(inc, 1, now_ns, out)
+
+    def _report(self, inc: Incident, dev_id: str, out: Decisions) -> None:
+        """A detector of a confirmed incident, for the monitoring centre (if there is one).
+
+        Its component address is the one its GB/T 26875.3 feed gave it, when it came
+        through one (``<sys type>/<sys addr>/<part addr>``), so the centre sees the
+        panel's own numbering; otherwise its place in the site file's device list (1, 2,
+        ...) under ``system_address``. Dismissed incidents are never reported.
+        """
+        mc = self.site.monitoring_centre
+        d = self.site.device(dev_id)
+        if mc is None or d is None:
+            return
+        sys_addr, part_addr = mc.system_address, self._device_index[d.id] + 1
+        feed = self.site.feed(d.feed) if d.feed else None
+        if feed is not None and feed.type == "gb26875" and d.ref:
+            with contextlib.suppress(ValueError):
+                _, sys_addr, part = parse_ref(d.ref)
+                if part is not None:
+                    part_addr = part
+        zone = self._zone_of.get(d.id)
+        where = page_text.cell_name(self.site, zone.id) if zone else ""
+        out.reports.append(CentreReport(
+            incident=inc.id, t0_ns=inc.t0_ns, device=d.id, t_ns=inc.devices[d.id],
+            part_type=PART_TYPES.get(d.kind, GENERIC), part_addr=part_addr,
+            sys_addr=sys_addr, description=f"{d.id} {where}".strip()))
 
     def _queue(self, inc: Incident, now_ns: int, out: Decisions) -> None:
         zone = self.site.zone(inc.zone) if inc.zone else None

@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS steps_incident ON steps(incident);
 CREATE TABLE IF NOT EXISTS open_incidents (id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,            -- 'publish' or 'page'
+    kind TEXT NOT NULL,            -- publish, page, pager, poll, centre
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     retain INTEGER NOT NULL

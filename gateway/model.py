@@ -22,6 +22,7 @@ STAGES = (
     "paged", "acked", "on_scene", "breach", "closed",
     "declined", "unanswered", "refused", "rule",
     "pre_alerted", "delivered", "page_failed", "notified",
+    "forwarded", "forward_failed",
 )
 
 
@@ -78,6 +79,34 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class CentreReport:
+    """A detector of a confirmed incident, to be reported to the monitoring centre.
+
+    Journaled in the outbox with the step that caused it and cleared only once the
+    centre has confirmed it, so a crash or a centre outage delays a report, never loses
+    it (at most one duplicate per crash). Carries the incident's T0 so the outcome can
+    be recorded as a step even after the incident is closed and forgotten.
+    """
+
+    incident: str
+    t0_ns: int
+    device: str
+    t_ns: int  # when the device alarmed: the report's time label
+    part_type: int
+    part_addr: int
+    sys_addr: int
+    description: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({f: getattr(self, f) for f in self.__slots__})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> CentreReport:
+        d = orjson.loads(data)
+        return cls(**{f: d[f] for f in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceState:
     device: str
     state: str  # normal, alarm, fault, trouble, offline, disabled
@@ -102,15 +131,18 @@ class Decisions:
     publishes: list[Publish] = field(default_factory=list)
     pages: list[Page] = field(default_factory=list)
     devices: list[DeviceState] = field(default_factory=list)
+    reports: list[CentreReport] = field(default_factory=list)  # to the monitoring centre
 
     def extend(self, other: Decisions) -> None:
         self.steps.extend(other.steps)
         self.publishes.extend(other.publishes)
         self.pages.extend(other.pages)
         self.devices.extend(other.devices)
+        self.reports.extend(other.reports)
 
     def __bool__(self) -> bool:
-        return bool(self.steps or self.publishes or self.pages or self.devices)
+        return bool(self.steps or self.publishes or self.pages or self.devices
+                    or self.reports)
 
 
 class Refused(Exception):

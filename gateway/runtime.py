@@ -26,6 +26,7 @@ import structlog
 from alerting.page import AckError, decode_mqtt_ack
 from drivers import native
 from drivers.signal import PayloadError, Signal
+from gateway.centre import CentreDispatch
 from gateway.config import Site
 from gateway.coverage import notes as coverage_notes
 from gateway.engine import OPEN, Engine
@@ -79,6 +80,8 @@ class Gateway:
         self.paging = PagerDispatch(site, self._submit, self.metrics, self._pages_done, clock,
                                     still_waiting=self._answer_wanted,
                                     remember=self._remember_poll, answered=self._answered)
+        self.centre = (CentreDispatch(site, self._submit, self.metrics, self._pages_done, clock)
+                       if site.monitoring_centre is not None else None)
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
         self._sent_not_cleared: set[int] = set()  # outbox rows sent, not yet deleted
@@ -135,6 +138,8 @@ class Gateway:
                           for run in self.feeds.tasks()]
             if self.systemd.watchdog_s:
                 tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+            if self.centre is not None:
+                tasks.append(asyncio.create_task(self.centre.run(), name="centre"))
             self.started.set()
             self.systemd.ready(f"serving {self.site.site}: "
                                f"{len(self.engine.open_incidents())} open incidents")
@@ -429,6 +434,9 @@ class Gateway:
             return self.engine.feed_seen(item.data, item.received_ns)
         if item.kind == "delivery":
             return self.engine.delivery(item.data, now)
+        if item.kind == "forwarded":
+            report, ok, attempts, detail = item.data
+            return self.engine.forwarded(report, ok, now, attempts=attempts, detail=detail)
         raise ValueError(f"unknown input kind {item.kind!r}")
 
     def _record_signal(self, item: Inbound, decided: Decisions, records: list[str]) -> None:
@@ -479,6 +487,8 @@ class Gateway:
                 outbox.append(("publish", p.topic, p.payload, p.retain))
             elif p.topic not in durable_topics:  # the durable one is the later, final state
                 plain.append(p)
+        for r in out.reports:  # to the monitoring centre, cleared once it confirms
+            outbox.append(("centre", f"centre/{r.incident}/{r.device}", r.to_json(), False))
         for page in out.pages:
             if page.extra.get("channel", "mqtt") == "mqtt":
                 outbox.append(("page", f"page/{page.responder}", page.to_json(), False))
@@ -509,6 +519,10 @@ class Gateway:
                     self._unjournaled_page -= 1
                     self.paging.send(self._unjournaled_page, payload)
                     self.metrics.inc("pages.unjournaled")
+                elif kind == "centre":
+                    if self.centre is not None:
+                        self._unjournaled_page -= 1
+                        self.centre.send(self._unjournaled_page, payload)
                 elif await self.mqtt.publish(topic, payload, retain=retain):
                     self.metrics.inc("pages.unjournaled")
         await self._journal_trouble()
@@ -590,6 +604,14 @@ class Gateway:
                     continue  # the broker has it; only the journal does not know yet
                 if item.kind == "pager":  # leaves on its own line, broker or not
                     self.paging.send(item.id, item.payload)
+                    continue
+                if item.kind == "centre":  # so does a report to the monitoring centre
+                    if self.centre is not None:
+                        self.centre.send(item.id, item.payload)
+                    else:  # the site file no longer names a centre: nobody to send it to
+                        log.warning("centre report dropped: no monitoring_centre configured",
+                                    topic=item.topic)
+                        sent.append(item.id)
                     continue
                 if item.kind == "poll":  # an SNPP reply still awaited (after a restart)
                     self.paging.resume(item.id, item.payload)

@@ -330,7 +330,8 @@ def test_engine_bench_episodes(rng: random.Random) -> None:
 # all of their oracles (see docs/fuzzing.md).
 
 FEED_TARGETS = {  # target: inputs of the bench's own generators here (~0.1-1.5 s each)
-    "gb26875": 3000, "gb26875-deframer": 3000, "gb26875-adu": 4000, "panel-gst": 3000,
+    "gb26875": 3000, "gb26875-deframer": 3000, "gb26875-adu": 4000,
+    "gb26875-uplink": 3000, "panel-gst": 3000,
     "panel-lida": 3000, "panel-edwards": 3000, "zigbee2mqtt": 3000, "frigate": 3000,
     "modbus-rtu": 3000, "modbus-ref": 4000, "analog": 4000,
 }
