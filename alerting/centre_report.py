@@ -46,6 +46,7 @@ from drivers.gb26875 import (
 )
 
 FIRE = 0x0003  # component status: bit 1 fire, bit 0 normal operation (not test)
+NORMAL = 0x0001  # bit 0 alone: operating, no fire, no fault
 
 # 部件类型 (fact sheet §1.8.2) for the kinds of device a site file names
 PART_TYPES = {"smoke": 40, "heat": 30, "temperature": 30, "manual": 23, "flame": 69,
@@ -197,9 +198,10 @@ class UplinkSession:
 
 
 def fire_report(*, sys_addr: int, part_type: int, part_addr: int, description: str,
-                at_s: float, utc_offset_s: int) -> ComponentStatus:
-    """The type-2 object (建筑消防设施部件运行状态) saying this component is in fire alarm,
-    with the time it alarmed on the centre's clock. System type 1: 火灾报警系统."""
+                at_s: float, utc_offset_s: int, status: int = FIRE) -> ComponentStatus:
+    """The type-2 object (建筑消防设施部件运行状态) saying this component is in fire alarm
+    (or, with ``status=NORMAL``, back to normal), with the time of the change on the
+    centre's clock. System type 1: 火灾报警系统."""
     return ComponentStatus(sys_type=1, sys_addr=sys_addr, part_type=part_type,
-                           part_addr=part_addr, status=FIRE, description=description,
+                           part_addr=part_addr, status=status, description=description,
                            time=time_label(at_s, utc_offset_s))

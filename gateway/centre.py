@@ -27,7 +27,7 @@ from collections.abc import Callable
 import structlog
 
 from alerting.centre_link import CentreLink
-from alerting.centre_report import UplinkSession, fire_report
+from alerting.centre_report import FIRE, NORMAL, UplinkSession, fire_report
 from drivers.gb26875 import parse_utc_offset
 from gateway.config import Site
 from gateway.engine import CENTRE_LINK
@@ -93,20 +93,27 @@ class CentreDispatch:
                 await self._more.wait()
                 continue
             failures = 0
+            held: set[tuple[str, str]] = set()  # (incident, device) with an earlier failure
             for _ in range(len(self.waiting)):  # one round, oldest first
                 oid, report = self.waiting.popleft()
-                if not await self._one(oid, report):
+                key = (report.incident, report.device)
+                # a device's reports keep their order: its "normal" never overtakes its fire
+                if key in held or not await self._one(oid, report):
                     self.waiting.append((oid, report))
+                    held.add(key)
                     failures += 1
                     if not self.link.up:
-                        break  # the rest would fail the same way; wait for the line
+                        # the rest would fail the same way; wait for the line, in order
+                        self.waiting.rotate(failures)  # the failed ones back in front
+                        break
             if failures:
                 await asyncio.sleep(RETRY_S)
 
     async def _one(self, oid: int, report: CentreReport) -> bool:
         obj = fire_report(sys_addr=report.sys_addr, part_type=report.part_type,
                           part_addr=report.part_addr, description=report.description,
-                          at_s=report.t_ns / NS, utc_offset_s=self.offset_s)
+                          at_s=report.t_ns / NS, utc_offset_s=self.offset_s,
+                          status=FIRE if report.status == "fire" else NORMAL)
         outcome = await self.link.send([obj])
         log.info("centre report", incident=report.incident, device=report.device,
                  ok=outcome.ok, attempts=outcome.attempts, detail=outcome.detail[:120])

@@ -457,7 +457,7 @@ class Engine:
         self._emit(out, inc, "forwarded" if ok else "forward_failed", now_ns,
                    incident_id=report.incident, t0_ns=report.t0_ns, device=report.device,
                    fields={"attempts": attempts, "detail": detail[:200],
-                           "part_addr": report.part_addr})
+                           "part_addr": report.part_addr, "status": report.status})
         return out
 
     def close(self, incident_id: str, by: str, reason: str, now_ns: int) -> Decisions:
@@ -472,9 +472,13 @@ class Engine:
                          by, "close")
         assert r is not None
         out = Decisions()
+        reported = inc.state == CONFIRMED  # every detector of it went to the centre
         self._emit(out, inc, "closed", now_ns, responder=by, tier=r.tier,
                    fields={"by": by, "reason": reason[:500]})
         self._clear_confirm_request(inc, out)
+        if reported:  # the centre clears its alarm too
+            for dev_id in sorted(inc.devices, key=inc.devices.__getitem__):
+                self._report(inc, dev_id, out, status="normal", at_ns=now_ns)
         self._publish_incident(inc, out)
         return out
 
@@ -1096,8 +1100,10 @@ class Engine:
             self._report(inc, dev_id, out)
         self._dispatch(inc, 1, now_ns, out)
 
-    def _report(self, inc: Incident, dev_id: str, out: Decisions) -> None:
-        """A detector of a confirmed incident, for the monitoring centre (if there is one).
+    def _report(self, inc: Incident, dev_id: str, out: Decisions, *, status: str = "fire",
+                at_ns: int | None = None) -> None:
+        """A detector of a confirmed incident, for the monitoring centre (if there is one):
+        in fire alarm, or back to normal when the incident is closed (``at_ns``).
 
         Its component address is the one its GB/T 26875.3 feed gave it, when it came
         through one (``<sys type>/<sys addr>/<part addr>``), so the centre sees the
@@ -1118,9 +1124,10 @@ class Engine:
         zone = self._zone_of.get(d.id)
         where = page_text.cell_name(self.site, zone.id) if zone else ""
         out.reports.append(CentreReport(
-            incident=inc.id, t0_ns=inc.t0_ns, device=d.id, t_ns=inc.devices[d.id],
+            incident=inc.id, t0_ns=inc.t0_ns, device=d.id,
+            t_ns=at_ns if at_ns is not None else inc.devices[d.id],
             part_type=PART_TYPES.get(d.kind, GENERIC), part_addr=part_addr,
-            sys_addr=sys_addr, description=f"{d.id} {where}".strip()))
+            sys_addr=sys_addr, description=f"{d.id} {where}".strip(), status=status))
 
     def _queue(self, inc: Incident, now_ns: int, out: Decisions) -> None:
         zone = self.site.zone(inc.zone) if inc.zone else None

@@ -91,11 +91,12 @@ class CentreReport:
     incident: str
     t0_ns: int
     device: str
-    t_ns: int  # when the device alarmed: the report's time label
+    t_ns: int  # when the device alarmed (or the incident closed): the time label
     part_type: int
     part_addr: int
     sys_addr: int
     description: str
+    status: str = "fire"  # or "normal": the incident was closed, the component is back
 
     def to_json(self) -> bytes:
         return orjson.dumps({f: getattr(self, f) for f in self.__slots__})
@@ -103,7 +104,7 @@ class CentreReport:
     @classmethod
     def from_json(cls, data: bytes) -> CentreReport:
         d = orjson.loads(data)
-        return cls(**{f: d[f] for f in cls.__slots__})
+        return cls(**{f: d[f] for f in cls.__slots__ if f in d})
 
 
 @dataclass(frozen=True, slots=True)

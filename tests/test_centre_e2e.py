@@ -76,6 +76,11 @@ def test_confirmed_fires_reach_the_centre_and_an_outage_delays_them_without_loss
         rows = wait_for(lambda: [r for r in influx_steps(influxdb.base_url, db, inc)
                                  if r["stage"] == "forwarded"], 10, "forwarded in InfluxDB")
         assert rows[0]["device"] == "mcp-a" and rows[0]["elapsed_s"] < 1.0
+        assert rows[0]["status"] == "fire"
+        # closed by the worker: the centre hears the call point is back to normal
+        probe.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "drill"})
+        wait_for(lambda: [ln for _, ln in centre.lines if "status 0x0001" in ln
+                          and "'mcp-a " in ln], 10, "the call point back to normal")
         # a smoke alarm the worker dismisses is never reported
         probe.signal("smk-b1", kind="smoke")
         false = probe.first_incident("smk-b1")

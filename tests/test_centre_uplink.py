@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.centre_link import CentreLink
-from alerting.centre_report import FIRE, UplinkSession, fire_report
+from alerting.centre_report import FIRE, Outcome, UplinkSession, fire_report
 from drivers.gb26875 import (
     CMD_CONFIRM,
     CMD_CONTROL,
@@ -264,6 +264,22 @@ def test_a_call_point_and_an_escalation_report_and_a_dismissal_never_does() -> N
     assert no.signal("smk-1202", t=4, received=4).reports == []
 
 
+def test_closing_a_reported_incident_reports_its_detectors_back_to_normal() -> None:
+    sim = Sim(CSITE)
+    inc = start(sim, "smk-1201")
+    sim.reply(inc, "confirm", "w-03", t=4)
+    sim.signal("smk-1202", t=6, received=6)
+    d = sim.close(inc, "w-03", "out, reset", t=60)
+    assert [(r.device, r.status, r.t_ns) for r in d.reports] == [
+        ("smk-1201", "normal", sim.now), ("smk-1202", "normal", sim.now)]
+    round_trip = CentreReport.from_json(d.reports[0].to_json())
+    assert round_trip == d.reports[0]
+    # one the worker closed while still asked to confirm was never reported: nothing to clear
+    quiet = Sim(CSITE)
+    inc = start(quiet, "smk-1201")
+    assert quiet.close(inc, "w-03", "steam", t=5).reports == []
+
+
 def test_the_centre_s_answer_is_a_step_even_after_the_incident_closed() -> None:
     sim = Sim(CSITE)
     d = sim.signal("mcp-103", t=0, received=0)
@@ -310,3 +326,70 @@ def test_the_centre_settings_are_checked_with_their_place() -> None:
                          "devices:\n", 1) + CENTRE_YAML
     with pytest.raises(ConfigError, match=r"feeds\[0\]\.name"):
         parse_site(clash, "c.yaml")
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+class _Line:
+    """A stand-in for CentreLink in a unit test of the dispatcher's queue alone: the sends
+    numbered in ``fail`` (0-based) get no 确认, with the line staying up (a centre that
+    denies) or going down."""
+
+    def __init__(self, fail: set[int], down: bool):
+        self.fail, self.down, self.up = fail, down, True
+        self.sent: list[tuple[int, int, bool]] = []  # (part_addr, status, confirmed)
+
+    async def send(self, objects: list[ComponentStatus]) -> Outcome:
+        k = len(self.sent)
+        ok = k not in self.fail
+        self.sent.append((objects[0].part_addr, objects[0].status, ok))
+        self.up = ok or not self.down
+        return Outcome(k + 1, ok, 1 if ok else 4, "确认" if ok else "否认, given up")
+
+
+async def _dispatch(line: _Line, monkeypatch: pytest.MonkeyPatch
+                    ) -> tuple[list[int], list[tuple[str, object]]]:
+    from gateway import centre as centre_mod
+    from gateway.metrics import Metrics
+
+    monkeypatch.setattr(centre_mod, "RETRY_S", 0.01)
+    inputs: list[tuple[str, object]] = []
+    cleared: list[int] = []
+    d = centre_mod.CentreDispatch(CSITE, lambda kind, _t, data, _u: inputs.append((kind, data)),
+                                  Metrics(), cleared.extend)
+    d.link = line  # type: ignore[assignment]
+    for i, (addr, status) in enumerate(((1, "fire"), (2, "fire"), (1, "normal"),
+                                        (2, "normal")), 1):
+        r = CentreReport("inc-1", 0, f"dev-{addr}", i, 40, addr, 1, "x", status)
+        d.send(i, r.to_json())
+        d.send(i, r.to_json())  # the outbox flushed again: queued once
+    task = asyncio.create_task(d._sender())
+    try:
+        async with asyncio.timeout(5):
+            while len(cleared) < 4:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return cleared, inputs
+
+
+@pytest.mark.parametrize("down", [False, True])
+async def test_a_device_back_to_normal_never_overtakes_its_fire(
+        down: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device 1's fire report is not confirmed the first time; device 2 goes on, but
+    device 1's "normal" waits until its fire is through, whether the centre denied it
+    (line up) or the line dropped."""
+    line = _Line({0}, down)
+    cleared, inputs = await _dispatch(line, monkeypatch)
+    assert sorted(cleared) == [1, 2, 3, 4]
+    for addr in (1, 2):
+        mine = [(status, ok) for a, status, ok in line.sent if a == addr]
+        fire_ok = mine.index((FIRE, True))
+        assert all(status == FIRE for status, _ in mine[:fire_ok + 1]), mine
+    assert len(line.sent) == 5  # one failure, sent again once
+    failed = [data for kind, data in inputs if kind == "forwarded" and not data[1]]
+    assert len(failed) == 1, "the first failure of a report is a step"
+    assert sum(1 for kind, data in inputs if kind == "forwarded" and data[1]) == 4
