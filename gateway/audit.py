@@ -35,6 +35,7 @@ class IncidentReport:
     locate_s: float | None = None
     confirm_s: float | None = None
     in_place_s: float | None = None
+    centre_s: float | None = None  # first report confirmed by the monitoring centre
     unverified: bool = False  # confirmed by escalation
     dismissed: bool = False
     closed: bool = False
@@ -127,6 +128,7 @@ async def fetch(client: InfluxClient, *, where: str) -> list[IncidentReport]:
             rep.unverified = "escalated" in stages and (
                 "confirmed" not in stages or stages["escalated"][0] < stages["confirmed"][0])
         rep.in_place_s = stages["on_scene"][0] if "on_scene" in stages else None
+        rep.centre_s = stages["forwarded"][0] if "forwarded" in stages else None
         rep.dismissed = "dismissed" in stages
         rep.closed = "closed" in stages
         rep.segments = segments({k: v[0] for k, v in stages.items()})
@@ -266,7 +268,9 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
 
 
 CSV_COLUMNS = ("site", "incident", "zone", "t0", "locate_s", "confirm_s", "in_place_s",
-               "unverified", "dismissed", "closed", "compliant", "breaches", "lost_in")
+               "centre_s", "unverified", "dismissed", "closed", "compliant", "breaches",
+               "lost_in")
+CENTRE_LIMIT_S = 10.0  # GB/T 26875.1: a fire alarm at the monitoring centre within 10 s
 
 
 def write_csv(doc: dict[str, Any], out: Any) -> None:
@@ -294,7 +298,10 @@ def render_table(doc: dict[str, Any], out: Any) -> None:
     t = doc["targets"]
     table = Table(title=f"10·30·60 report, last {doc['since']} "
                   f"(targets {t['locate_s']:g} / {t['confirm_s']:g} / {t['in_place_s']:g} s)")
-    for col in ("site", "incident", "zone", "locate s", "confirm s", "in place s", "notes"):
+    centre = any(r["centre_s"] is not None for r in doc["incidents"])
+    cols = ["site", "incident", "zone", "locate s", "confirm s", "in place s"]
+    cols += ["centre s"] if centre else []  # only where a monitoring centre is reported to
+    for col in [*cols, "notes"]:
         table.add_column(col, justify="right" if col.endswith(" s") else "left")
     for r in doc["incidents"]:
         notes = []
@@ -307,10 +314,14 @@ def render_table(doc: dict[str, Any], out: Any) -> None:
         notes.append("ok" if r["compliant"] else "[red]MISSED[/red]"
                      + (f" (most time: {r['lost_in']})" if r["lost_in"] else ""))
         met = r["met"]
-        table.add_row(r["site"], r["incident"], r["zone"] or "?",
-                      _sec(r["locate_s"], met.get("locate")),
-                      _sec(r["confirm_s"], met.get("confirm")),
-                      _sec(r["in_place_s"], met.get("in_place")), "; ".join(notes))
+        row = [r["site"], r["incident"], r["zone"] or "?",
+               _sec(r["locate_s"], met.get("locate")),
+               _sec(r["confirm_s"], met.get("confirm")),
+               _sec(r["in_place_s"], met.get("in_place"))]
+        if centre:  # a confirmed fire later than GB/T 26875.1's 10 s shows red; none: —
+            c = r["centre_s"]
+            row.append(_sec(c, None if c is None else c <= CENTRE_LIMIT_S))
+        table.add_row(*row, "; ".join(notes))
     console.print(table)
     summary = Table(title="per site")
     for col in ("site", "incidents", "compliant", "dismissed", "unverified",

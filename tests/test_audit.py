@@ -37,6 +37,7 @@ GOOD = [("detected", 0, {"device": "smk-1"}), ("located", 0.01, {}),
         ("queued", 0.02, {"responder": "w-1", "tier": 0}),
         ("confirmed", 6.5, {"responder": "w-1", "tier": 0, "fields": {"by": "w-1"}}),
         ("paged", 6.6, {"responder": "g-1", "tier": 1}),
+        ("forwarded", 6.55, {"device": "smk-1", "fields": {"attempts": 1, "status": "fire"}}),
         ("acked", 9.0, {"responder": "g-1", "tier": 1}),
         ("on_scene", 41.0, {"responder": "g-1", "tier": 1}),
         ("closed", 300.0, {"responder": "w-1", "tier": 0})]
@@ -46,6 +47,7 @@ LATE = [("detected", 0, {"device": "smk-9"}), ("located", 0.01, {}),
         ("unanswered", 45.0, {"tier": 1}),
         ("paged", 45.0, {"responder": "s-1", "tier": 2}),
         ("acked", 50.0, {"responder": "s-1", "tier": 2}),
+        ("forwarded", 52.0, {"device": "smk-9"}),  # the centre was down: later than 10 s
         ("breach", 60.0, {"fields": {"sla": "in_place", "target_s": 60.0}}),
         ("on_scene", 95.0, {"responder": "s-1", "tier": 2})]
 NUISANCE = [("detected", 0, {"device": "smk-5"}), ("located", 0.01, {}),
@@ -95,6 +97,9 @@ def test_report_figures_per_incident_and_site(audit_db: str) -> None:
     assert b["segments"] == {"locate": 0.01, "decide": 29.99, "page": 0.0,
                              "acknowledge": 20.0, "arrive": 45.0}
     assert c["dismissed"] is True and c["confirm_s"] is None and c["compliant"] is True
+    # when the monitoring centre had it (GB/T 26875.1: 10 s); never for a dismissal
+    assert a["centre_s"] == pytest.approx(6.55) and b["centre_s"] == pytest.approx(52.0)
+    assert c["centre_s"] is None
     north = doc["sites"]["north"]
     assert north["incidents"] == 2 and north["compliant"] == 1 and north["unverified"] == 1
     assert north["in_place"]["p50"] == pytest.approx(41.0)
@@ -111,13 +116,14 @@ def test_filters_formats_and_fail_on_breach(audit_db: str) -> None:
     assert orjson.loads(r.stdout)["incidents"] == []
     r = audit("--influx", audit_db, "--format", "csv", "--site", "north")
     lines = r.stdout.strip().splitlines()
-    assert lines[0].startswith("site,incident,zone,t0,locate_s,confirm_s,in_place_s")
+    assert lines[0].startswith("site,incident,zone,t0,locate_s,confirm_s,in_place_s,centre_s")
     assert len(lines) == 3 and "in_place" in lines[2] and lines[2].endswith(",arrive")
     assert audit("--influx", audit_db, "--fail-on-breach").returncode == 1
     ok = audit("--influx", audit_db, "--fail-on-breach", "--site", "south")
     assert ok.returncode == 0 and "inc-d" in ok.stdout
     table = audit("--influx", audit_db)
     assert table.returncode == 0 and "MISSED" in table.stdout and "arrive" in table.stdout
+    assert "centre s" in table.stdout and "52.00" in table.stdout and "6.55" in table.stdout
     bad = audit("--influx", audit_db, "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
 
