@@ -4,7 +4,9 @@ Starts its own Mosquitto and InfluxDB on free loopback ports in a temporary fold
 (unless given), runs the gateway on the example Taibai Lake site, and plays the demo
 scenario from firmware_sim: a kitchen fire confirmed by its grid worker, a nuisance
 alarm dismissed, and a manual call point whose guard never answers so the volunteer
-squad is paged. It ends with the SLA table read back from InfluxDB.
+squad is paged. Unless the site names one, it also starts a simulated monitoring centre
+(``firmware_sim.centre``) and reports the confirmed fires to it over GB/T 26875.3. It ends
+with what the centre received and the SLA table read back from InfluxDB.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from firmware_sim.centre import SimCentre
 from firmware_sim.lab import InfluxDB, Mosquitto
 from firmware_sim.runner import SimEvent, run_scenario
 from firmware_sim.scenario import bundled_scenario, load_scenario
 from gateway.audit import run_audit
-from gateway.config import load_site
+from gateway.config import load_site, parse_site
 from gateway.influx import InfluxTarget
 from gateway.logs import setup_logging
 from gateway.model import DeviceState, Step
@@ -44,6 +47,12 @@ async def run_demo(*, mqtt: str | None = None, influx: str | None = None,
     setup_logging("warning")  # the live view below replaces the gateway's log lines
     site = load_site(site_path)
     scenario = load_scenario(scenario_path or bundled_scenario("demo"))
+    centre: SimCentre | None = None
+    if site.monitoring_centre is None:  # show the uplink too, against a simulated centre
+        centre = await SimCentre(address=88888, utc_offset_s=8 * 3600).start()
+        site = parse_site(site_path.read_text() + (
+            f"\nmonitoring_centre: {{host: 127.0.0.1, port: {centre.port}, "
+            "address: 888, centre_address: 88888}\n"), str(site_path))
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="firegrid-demo-")))
         if mqtt is None:
@@ -108,13 +117,25 @@ async def run_demo(*, mqtt: str | None = None, influx: str | None = None,
             gateway_task.result()  # raises Unreachable with its one line
         await gw.mqtt.connected.wait()
         report = await run_scenario(scenario, mqtt, on_event=show_event, time_scale=time_scale)
-        # let the audit trail reach InfluxDB before reading it back
+        # let the audit trail reach InfluxDB, and the reports the centre, before reading back
         for _ in range(100):
-            if gw.forwarder is not None and gw.forwarder.lag() == 0:
+            if (gw.forwarder is not None and gw.forwarder.lag() == 0
+                    and (gw.centre is None or not gw.centre.known)):
                 break
             await asyncio.sleep(0.1)
         stop.set()
         await gateway_task
+        if centre is not None:
+            console.rule(f"the monitoring centre (simulated, GB/T 26875.3 on port {centre.port})"
+                         " received")
+            for r in centre.received:
+                rep = r.report
+                what = "FIRE  " if rep.status & 0x0002 else "normal"
+                console.print(f"[dim]{r.at - start:6.1f}s[/dim]  centre   {what} "
+                              f"component {rep.ref} type {rep.part_type}  {rep.description}")
+            if not centre.received:
+                console.print("nothing (no incident was confirmed)")
+            await centre.stop()
         console.rule(f"scenario finished after {report.elapsed_s:.1f}s ({report.stopped_by}); "
                      "SLA report from InfluxDB")
         await run_audit(influx, site=site.site, since="1h", fmt="table",

@@ -18,7 +18,13 @@ def test_demo_runs_the_story_and_prints_the_sla_table() -> None:
     # the three stories: confirmed kitchen fire, dismissed nuisance, tier-1 silence -> tier 2
     for needle in ("confirmed", "dismissed", "unanswered", "squad-3", "on_scene", "closed"):
         assert needle in out, needle
+    # the confirmed fires went to the simulated monitoring centre, and back to normal on
+    # close; the dismissed nuisance alarm never did
+    centre = out[out.index("monitoring centre (simulated"):out.index("SLA report from InfluxDB")]
+    assert centre.count("FIRE") == 3 and centre.count("normal") == 3, centre
+    assert "smk-311" in centre and "mcp-1203" in centre and "b1-1f" not in centre
     table = out[out.index("SLA report from InfluxDB"):]
+    assert "centre s" in table
     assert table.count("taibai-demo") >= 4  # three incidents and the per-site row
     assert "b3-2f-kitchen" in table and "b1-1f-lobby" in table and "b1-2f-flats" in table
     assert "MISSED" not in table and "dismissed; ok" in table
