@@ -70,7 +70,7 @@ OVERLOAD_FACTOR = 2.0  # alarms under 2x capacity within their unloaded latency 
 UP_GRACE_S = 1.0  # a timer due while the gateway runs must fire within this (else: missing)
 
 CASES = ("crash", "offline-alarms", "broker-restart", "broker-crash", "influx-outage",
-         "serial", "overload", "full-disk")
+         "serial", "overload", "full-disk", "centre")
 
 DEPLOY_BROKER_CONF = REPO / "deploy" / "mosquitto" / "firegrid.conf"
 # lines of the deployed broker config that lab.Mosquitto does not already write
@@ -2685,11 +2685,205 @@ def case_full_disk(ctx: Ctx) -> Result:
     return r
 
 
+class CentreProc:
+    """``python -m firmware_sim.centre`` as its own process on a fixed port, recording every
+    report it confirmed to a JSON-lines file; stopped (and killed) by its PID."""
+
+    def __init__(self, port: int, folder: Path):
+        self.port, self.record = port, folder / "centre.jsonl"
+        self.log = folder / "centre.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ups: list[float] = []
+        self.downs: list[float] = []
+
+    def start(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "firmware_sim.centre", "--listen",
+                 f"127.0.0.1:{self.port}", "--record", str(self.record)],
+                cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_pdeathsig())
+        _LIVE.add(self)
+        end = time.time() + 10
+        while time.time() < end and "listening" not in self.log.read_text(errors="replace")[
+                -2000:]:
+            time.sleep(0.02)
+        self.ups.append(time.time())
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.downs.append(time.time())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        _LIVE.discard(self)
+
+    def reports(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [orjson.loads(ln) for ln in self.record.read_bytes().splitlines() if ln]
+
+
+def case_centre(ctx: Ctx) -> Result:
+    """Reports to a monitoring centre (GB/T 26875.3) across centre crashes and gateway crashes.
+
+    Manual call points one every 0.5 s, each its own incident confirmed at once, closed
+    by the worker 1 s after the duty room sees it: two reports per incident (fire, then
+    back to normal). Meanwhile the centre is killed (kill -9) and restarted, and the
+    gateway is killed (kill -9) and restarted, at seeded moments. Every report must reach
+    the centre, each device's "normal" after its fire, with at most one duplicate per
+    crash of either.
+    """
+    r = Result("centre")
+    n = 20 if ctx.quick else 60
+    rng = random.Random(f"centre/{ctx.seed}")
+    folder = ctx.dir("centre")
+    port = _free_port()
+    site = SiteSpec("faults-centre", buildings=n, confirm_s=600, in_place_s=1200,
+                    tier_timeouts=(600.0, 600.0),
+                    extra=(f"monitoring_centre: {{host: 127.0.0.1, port: {port}, address: 888,"
+                           " timeout_s: 1, retries: 1, heartbeat_s: 2}\n"))
+    broker = ctx.broker("centre")
+    db = ctx.db("centre")
+    centre = CentreProc(port, folder)
+    centre.start()
+    gw = Gw(folder, "centre", site.yaml(), broker.url, ctx.influx.url(db)).start()
+    watch = Watch(broker.port, site.name, "centre")
+    actor = Actor(broker.port, site.name, "centre")
+    spacing = 0.5
+    span = n * spacing
+    # two centre outages and two gateway crashes at seeded moments inside the run, each
+    # kind in its own half so that they do not overlap (a kill while down is no kill)
+    down_max = 3.0 if ctx.quick else 8.0
+    outages = [(rng.uniform(0.05, 0.45) * span, rng.uniform(1.0, down_max)),
+               (rng.uniform(0.55, 0.95) * span, rng.uniform(1.0, down_max))]
+    crashes = [(rng.uniform(0.05, 0.45) * span, rng.uniform(0.3, 2.0)),
+               (rng.uniform(0.55, 0.95) * span, rng.uniform(0.3, 2.0))]
+    gw_kills = 0
+    events: list[tuple[float, str, float]] = sorted(
+        [(t, "centre", d) for t, d in outages] + [(t, "gateway", d) for t, d in crashes])
+    published: dict[str, float] = {}
+    closed: set[str] = set()
+    seen_at: dict[str, float] = {}
+    try:
+        t0 = time.time()
+        i = 0
+        pending: list[tuple[float, str, Callable[[], None]]] = []
+        while i < n or pending or events or len(closed) < n:
+            if time.time() - t0 > span + 120:
+                r.notes.append(f"centre: gave up waiting; {len(closed)} of {n} closed")
+                break
+            now = time.time() - t0
+            if i < n and now >= i * spacing:
+                dev = f"mcp-{i}"
+                published[dev] = actor.pub(f"signal/{dev}", {"kind": "manual",
+                                                             "state": "alarm"}).t
+                i += 1
+            while events and now >= events[0][0]:
+                _, what, down = events.pop(0)
+                if what == "centre":
+                    if centre.proc is not None and centre.proc.poll() is None:
+                        centre.kill9()
+                        pending.append((now + down, "centre up", centre.start))
+                elif gw.alive:
+                    gw.kill9()
+                    gw_kills += 1
+                    pending.append((now + down, "gateway up", lambda: gw.start(wait=False)))
+            for item in sorted(pending):
+                if now >= item[0]:
+                    pending.remove(item)
+                    item[2]()
+            while True:  # the duty room sees each incident confirmed: close it 1 s later
+                try:
+                    m = watch.events.get_nowait()
+                except queue.Empty:
+                    break
+                if (m.topic.startswith("incident/") and m.topic.count("/") == 1 and m.payload
+                        and m.json().get("state") == "confirmed"):
+                    seen_at.setdefault(m.json()["id"], now)
+            for inc, t in seen_at.items():
+                if inc not in closed and now - t >= 1.0:
+                    actor.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "drill"})
+                    closed.add(inc)
+            time.sleep(0.02)
+        if not gw.alive:
+            gw.start(wait=False)
+        if centre.proc is None or centre.proc.poll() is not None:
+            centre.start()
+        t_end = time.time()
+        want = {(f"1/1/{3 * b + 1}", st) for b in range(n) for st in (3, 1)}  # fire, normal
+        _wait(lambda: want <= {(x["ref"], x["status"]) for x in centre.reports()}, 60)
+        t_all = time.time()
+        time.sleep(1.0)
+        got = centre.reports()
+        seen = Counter((x["ref"], x["status"]) for x in got)
+        lost = sorted(want - set(seen))
+        dups = sum(c - 1 for c in seen.values() if c > 1)
+        order_bad = []
+        for ref in {x["ref"] for x in got}:
+            fires = [x["at"] for x in got if x["ref"] == ref and x["status"] == 3]
+            normals = [x["at"] for x in got if x["ref"] == ref and x["status"] == 1]
+            if normals and (not fires or min(normals) < min(fires)):
+                order_bad.append(ref)
+        code = gw.stop()
+        steps = read_journal(gw.journal)
+        fwd = [s for s in steps if s.stage == "forwarded"]
+        r.done = (f"{n} call points, one every {spacing:g} s, each closed 1 s after it is seen "
+                  f"(2 reports each); the centre killed {len(centre.downs)} times "
+                  f"({', '.join(f'{d:.1f} s' for _, d in outages)} down) and the gateway "
+                  f"{gw_kills} times ({', '.join(f'{d:.1f} s' for _, d in crashes)} "
+                  "down), kill -9 each")
+        crashes_n = len(centre.downs) + gw_kills
+        r.figures["reports due / at the centre / lost"] = (
+            f"{len(want)} / {len(set(seen) & want)} / {len(lost)}")
+        r.figures["duplicates at the centre (crashes of either)"] = f"{dups} ({crashes_n})"
+        backs = []  # centre back -> its first report in (the backlog starts to flow)
+        for up in centre.ups[1:]:
+            first = min((x["at"] for x in got if x["at"] >= up), default=None)
+            if first is not None:
+                backs.append(first - up)
+        r.figures["centre back -> first report in"] = (
+            ", ".join(f"{b:.2f} s" for b in backs) or "-")
+        r.figures["last report in after the run ended"] = _fmt_s(t_all - t_end)
+        r.figures["forwarded steps in the journal"] = str(len(fwd))
+        r.check("reports lost", len(lost), not lost, "= 0")
+        r.check("duplicate reports per crash", f"{dups} for {crashes_n}",
+                dups <= crashes_n, f"<= {MAX_DUP_PAGES_PER_CRASH} per crash")
+        r.check("a device's normal before its fire", len(order_bad), not order_bad, "= 0")
+        r.check("centre back -> reports flowing", _fmt_s(max(backs, default=None)),
+                len(backs) == len(centre.ups) - 1 and all(b <= RECOVERY_S + 5.0 for b in backs),
+                f"<= {RECOVERY_S + 5:g} s (the uplink's backoff tops at 10 s)")
+        r.check("clean stop at the end", code, code == 0, "exit 0")
+        if lost:
+            r.notes.append(f"centre: first lost reports {lost[:5]}")
+    finally:
+        watch.close()
+        actor.close()
+        gw.stop()
+        centre.stop()
+        broker.stop()
+    return r
+
+
+def _free_port() -> int:
+    from firmware_sim.lab import free_port
+
+    return free_port()
+
+
 RUNNERS: dict[str, Callable[[Ctx], Result]] = {
     "crash": case_crash, "offline-alarms": case_offline_alarms,
     "broker-restart": case_broker_restart, "broker-crash": case_broker_crash,
     "influx-outage": case_influx_outage, "serial": case_serial, "overload": case_overload,
-    "full-disk": case_full_disk,
+    "full-disk": case_full_disk, "centre": case_centre,
 }
 
 

@@ -22,6 +22,9 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from drivers.gb26875 import (
     CMD_DENY,
@@ -53,13 +56,14 @@ class Received:
 
 class SimCentre:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, address: int = 0,
-                 utc_offset_s: int = 0, mode: str = "confirm"):
+                 utc_offset_s: int = 0, mode: str = "confirm", record: Path | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: one of {', '.join(MODES)}")
         self.host, self.port = host, port
         self.address = address
         self.utc_offset_s = utc_offset_s
         self.mode = mode
+        self.record = record  # JSON lines, one per report, appended as they come
         self.received: list[Received] = []
         self.heartbeats = 0
         self.connections = 0
@@ -123,9 +127,21 @@ class SimCentre:
                             r.serial == f.serial and r.src == f.src and r.report == obj
                             for r in self.received[-50:]):  # a resend is one report
                         self.received.append(Received(now, f.serial, f.src, obj))
+                        self._write(self.received[-1])
         if self.mode == "deny":
             writer.write(encode_frame(Frame(serial=f.serial, time=time_label(now),
                                             src=self.address, dst=f.src, command=CMD_DENY)))
+
+
+    def _write(self, r: Received) -> None:
+        if self.record is None:
+            return
+        line = orjson.dumps({"at": r.at, "serial": r.serial, "src": r.src, "ref": r.report.ref,
+                             "part_type": r.report.part_type, "status": r.report.status,
+                             "description": r.report.description,
+                             "time": label_text(r.report.time, self.utc_offset_s)})
+        with self.record.open("ab") as fh:
+            fh.write(line + b"\n")
 
 
 def _show(r: Received, utc_offset_s: int) -> str:
@@ -139,7 +155,7 @@ def _show(r: Received, utc_offset_s: int) -> str:
 async def _run(args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     centre = await SimCentre(host or "127.0.0.1", int(port), address=args.address,
-                             mode=args.mode).start()
+                             mode=args.mode, record=args.record).start()
     print(f"monitoring centre listening on {centre.host}:{centre.port} ({args.mode})",
           flush=True)
     shown = 0
@@ -158,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--listen", default="127.0.0.1:9100", help="host:port to listen on")
     ap.add_argument("--address", type=int, default=0, help="the centre's own address")
     ap.add_argument("--mode", choices=MODES, default="confirm")
+    ap.add_argument("--record", type=Path, default=None,
+                    help="append each confirmed report to this file as a JSON line")
     args = ap.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_run(args))

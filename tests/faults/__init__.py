@@ -2,7 +2,8 @@
 
 The cases live in bench/faults.py (``python bench/faults.py`` runs all of them, the long
 ones too, and prints the table); these tests run the short versions of four of them
-against real servers and fail on any criterion the table would mark FAIL.
+against real servers and fail on any criterion the table would mark FAIL (the centre
+case too).
 """
 
 from __future__ import annotations
