@@ -137,7 +137,9 @@ CONFIRM_LATE = [  # the gateway was busy past the deadline: the worker's confirm
 INCIDENTS: list[tuple[str, str, str, int, list]] = [
     ("taibai-demo", "inc-demo-0", "b1-1f-lobby", 6 * DAY - HOUR, CONFIRM_LATE),
     ("taibai-demo", "inc-demo-1", "b3-2f-kitchen", 3 * DAY,
-     _good(W, G, [("smk-311", "smoke"), ("heat-312", "heat")], "b3")),
+     [*_good(W, G, [("smk-311", "smoke"), ("heat-312", "heat")], "b3"),
+      ("forwarded", 6.55, {"device": "smk-311", "fields": {"attempts": 1.0,
+                                                           "status": "fire"}})]),
     ("taibai-demo", "inc-demo-2", "b1-1f-lobby", 2 * DAY, NUISANCE),
     ("taibai-demo", "inc-demo-3", "b3-2f-east", DAY + 5 * HOUR, LATE),
     ("taibai-demo", "inc-demo-4", "b3-2f-east", 45, OPEN_MCP),
@@ -505,6 +507,7 @@ def test_figures(grafana_db: str) -> None:
     assert stages["inc-drill-2", "located"] == 14.0
     assert stages["inc-demo-3", "escalated"] == 30.0
     assert stages["inc-demo-1", "on_scene"] == 41.0
+    assert stages["inc-demo-1", "forwarded"] == 6.55  # the "centre s" column
     timeline = {x["stage"]: x["elapsed_s"] for x in r["Stage timeline: $incident", "A"]}
     assert timeline == {"detected": 0.0, "breach": 10.0, "located": 14.0, "confirmed": 14.0,
                         "paged": 14.0, "declined": 16.0, "acked": 19.5, "on_scene": 19.5,
