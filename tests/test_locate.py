@@ -28,8 +28,9 @@ from firmware_sim.fire import KINDS, SiteMap, generate, generated_site, scenario
 from firmware_sim.lab import InfluxDB, Mosquitto
 from firmware_sim.scenario import parse_scenario
 from gateway import locate
+from gateway.clustering import VERTICAL_MIN_S
 from gateway.config import parse_site
-from gateway.engine import FIRE_KINDS, VERTICAL_MIN_S, Engine
+from gateway.engine import FIRE_KINDS, Engine
 from gateway.journal import Journal
 from gateway.model import NS, Step
 from tests.harness import GatewayProc, Probe
