@@ -8,7 +8,9 @@ what it speaks for (see docs/security.md):
   ``incident/+/close`` and reads ``page/<its id>``, ``incident/#`` and ``status``;
   a grid worker (tier 0) also writes ``confirm/+/reply`` and reads ``confirm/#``;
 - ``firegrid-gateway`` reads and writes the whole ``firegrid/<site>/#`` tree (and the
-  base topics of Zigbee2MQTT/Frigate feeds);
+  base topics of Zigbee2MQTT/Frigate feeds); ``firegrid-gateway-bulk``, its second
+  session for telemetry (docs/mqtt.md, two sessions), reads ``signal/#`` with the same
+  password;
 - ``dutyroom`` (optional) and any ``--viewer NAME`` read ``firegrid/<site>/#`` and write
   nothing;
 - a Zigbee2MQTT or Frigate feed gets one user named after the feed, confined to its
@@ -40,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import ID, ConfigError, FrigateFeed, Site, Zigbee2MqttFeed, load_site
-from gateway.mqtt_link import BROKER_DROPPED
+from gateway.mqtt_link import BROKER_DROPPED, BULK_SUFFIX
 
 GATEWAY_USER = "firegrid-gateway"
+GATEWAY_BULK_USER = GATEWAY_USER + BULK_SUFFIX  # same password: the gateway has one
 DUTYROOM_USER = "dutyroom"
 MOSQUITTO_PASSWD = "mosquitto_passwd"
 
@@ -99,7 +102,9 @@ def broker_users(site: Site, *, dutyroom: bool = True,
             feed_topics.append((feed.name, base))
 
     users = [BrokerUser(GATEWAY_USER, "gateway", read=[p + "#", BROKER_DROPPED],
-                        write=[p + "#"])]
+                        write=[p + "#"]),
+             # the gateway's bulk lane (docs/mqtt.md, two sessions): reads signals, writes nothing
+             BrokerUser(GATEWAY_BULK_USER, "gateway", read=[p + "signal/#", BROKER_DROPPED])]
     for _, base in feed_topics:
         users[0].read.append(f"{base}/#")
         users[0].write.append(f"{base}/#")
@@ -225,11 +230,14 @@ def write_broker_files(site: Site, outdir: Path, *, dutyroom: bool = True,
     passwords: dict[str, str] = {}
     fresh: list[str] = []
     for u in users:
+        if u.name == GATEWAY_BULK_USER:
+            continue  # below: the gateway's own password
         if u.name in old:
             passwords[u.name] = old[u.name]
         else:
             passwords[u.name] = secrets.token_urlsafe(18)  # 144 bits, no ':' or spaces
             fresh.append(u.name)
+    passwords[GATEWAY_BULK_USER] = passwords[GATEWAY_USER]
 
     _hash_passwords(outdir, "".join(f"{u.name}:{passwords[u.name]}\n" for u in users),
                     mosquitto_passwd)

@@ -1,8 +1,11 @@
-"""The gateway's MQTT link: one persistent QoS 1 session that survives broker restarts.
+"""The gateway's MQTT link: a persistent QoS 1 session that survives broker restarts.
 
 A stable client id with ``clean_session=False`` makes the broker keep our
 subscriptions and queue alarms while the gateway is down or reconnecting; the
 retained ``status`` with a last will tells everyone whether the gateway is alive.
+The gateway runs two of these (docs/mqtt.md, two sessions): the alarm lane, which also
+publishes, and a bulk lane for telemetry, so that an alarm never waits in the broker's
+queue behind a flood of telemetry; each acknowledges its own messages (``AckToken.lane``).
 
 ``mqtts://`` connects over TLS (site CA from FIREGRID_MQTT_CA, optional client
 certificate), and the password may come from FIREGRID_MQTT_PASSWORD or
@@ -18,8 +21,8 @@ import os
 import select
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -31,6 +34,8 @@ log = structlog.get_logger("firegrid.mqtt")
 
 # signal/# rather than signal/+ so a malformed topic is seen, counted and dropped
 SUBSCRIPTIONS = ("signal/#", "confirm/+/reply", "page/+/ack", "incident/+/close")
+PEOPLE = SUBSCRIPTIONS[1:]  # what people send: replies, acks, closes
+BULK_SUFFIX = "-bulk"  # the bulk lane's client id and username: the gateway's, plus this
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # URL query keys for mqtts:// and the environment variables they override
@@ -129,6 +134,12 @@ class MqttTarget:
                 raise ValueError(f"MQTT client certificate {names}: {_ssl_reason(exc)}") from None
         return ctx
 
+    def bulk(self) -> MqttTarget:
+        """The same broker for the bulk lane: its own login (``<username>-bulk``, same
+        password), since a broker that ties client ids to usernames would otherwise
+        make the two sessions throw each other off."""
+        return replace(self, username=self.username + BULK_SUFFIX) if self.username else self
+
     def redacted(self) -> str:
         user = f"{self.username}:***@" if self.username else ""
         scheme = "mqtts" if self.tls else "mqtt"
@@ -214,9 +225,11 @@ class AckToken:
     generation: int
     mid: int
     qos: int
+    lane: int = 0  # which session it came on: 0 the gateway's own, 1 the bulk lane
 
 
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+SUBSCRIBE_BATCH = 200  # topics per SUBSCRIBE packet: a site of many devices, few round trips
 MAX_BURST = 64  # packets read per wake-up: about 1 ms, so the engine is never kept waiting
 
 
@@ -267,7 +280,10 @@ class MqttLink:
     def __init__(self, target: MqttTarget, site: str, handler: Handler,
                  on_connect: Callable[[], Awaitable[None]], clock: Callable[[], int],
                  client_id: str | None = None, extra: list[str] | None = None,
-                 external: Handler | None = None):
+                 external: Handler | None = None, *,
+                 subscriptions: Sequence[str] = SUBSCRIPTIONS, unsubscribe: Sequence[str] = (),
+                 lane: int = 0, announce: bool = True, broker_drops: bool = True,
+                 peer: MqttLink | None = None):
         self.target = target
         self.prefix = f"firegrid/{site}/"
         self.handler = handler
@@ -276,6 +292,13 @@ class MqttLink:
         self.client_id = client_id or f"firegrid-gateway-{site}"
         self.extra = list(extra or [])  # feeds' own topics (zigbee2mqtt/+, frigate/events)
         self.external = external
+        self.subscriptions = list(subscriptions)  # under the prefix
+        self.unsubscribe = list(unsubscribe)  # under the prefix: left over from an older setup
+        self.lane = lane
+        self.announce = announce  # the retained status and its last will (the gateway's own)
+        self.broker_drops = broker_drops  # read the broker's dropped-message count
+        self.peer = peer  # the other lane, which acknowledges its own tokens
+        self.name = "mqtt" if lane == 0 else "mqtt bulk"  # in log lines: "mqtt bulk connected"
         self.client: aiomqtt.Client | None = None  # connected: publish on it
         self._reading: aiomqtt.Client | None = None  # connecting or connected: ack on it
         self.connected = asyncio.Event()
@@ -298,10 +321,12 @@ class MqttLink:
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 link._deliver(item)
 
+        will = (aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True)
+                if self.announce else None)
         client = _BurstClient(
             **self.target.client_kwargs(),
             identifier=self.client_id, clean_session=False, keepalive=10, timeout=5,
-            will=aiomqtt.Will(self.prefix + "status", b"offline", qos=1, retain=True),
+            will=will,
             # small alarm packets must not wait for Nagle + delayed ACK (~40 ms on Linux)
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             queue_type=Direct,
@@ -347,16 +372,20 @@ class MqttLink:
                 self._reading = client
                 async with client:
                     self.client = client
-                    for sub in SUBSCRIPTIONS:
-                        await client.subscribe(self.prefix + sub, qos=1)
-                    for sub in self.extra:
-                        await client.subscribe(sub, qos=1)
-                    # the broker's own count of messages it dropped (a full queue): a
-                    # trouble, since an alarm may be among them (runtime._broker_dropped)
-                    await client.subscribe(BROKER_DROPPED, qos=0)
-                    await client.publish(self.prefix + "status", b"online", qos=1, retain=True)
+                    if self.unsubscribe:
+                        await client.unsubscribe([self.prefix + t for t in self.unsubscribe])
+                    topics = [self.prefix + t for t in self.subscriptions] + self.extra
+                    for i in range(0, len(topics), SUBSCRIBE_BATCH):
+                        await client.subscribe([(t, 1) for t in topics[i:i + SUBSCRIBE_BATCH]])
+                    if self.broker_drops:
+                        # the broker's own count of messages it dropped (a full queue): a
+                        # trouble, since an alarm may be among them (runtime._broker_dropped)
+                        await client.subscribe(BROKER_DROPPED, qos=0)
+                    if self.announce:
+                        await client.publish(self.prefix + "status", b"online", qos=1,
+                                             retain=True)
                     self.connected.set()
-                    log.info("mqtt connected", broker=self.target.redacted(),
+                    log.info(f"{self.name} connected", broker=self.target.redacted(),
                              reconnects=self.reconnects)
                     backoff = 0.2
                     on_connect = asyncio.create_task(self.on_connect())
@@ -368,10 +397,10 @@ class MqttLink:
                     finally:
                         on_connect.cancel()
             except aiomqtt.MqttError as exc:
-                log.warning("mqtt link down", broker=self.target.redacted(),
+                log.warning(f"{self.name} link down", broker=self.target.redacted(),
                             error=connect_problem(self.target, exc), retry_in_s=backoff)
             except ValueError as exc:  # CA or client certificate unreadable: keep trying
-                log.warning("mqtt link down", broker=self.target.redacted(), error=str(exc),
+                log.warning(f"{self.name} link down", broker=self.target.redacted(), error=str(exc),
                             retry_in_s=backoff)
             finally:
                 self.connected.clear()
@@ -392,7 +421,8 @@ class MqttLink:
             topic = str(msg.topic)
             payload = msg.payload if isinstance(msg.payload, bytes) else (
                 str(msg.payload).encode() if msg.payload is not None else b"")
-            token = AckToken(self.generation, msg.mid, msg.qos) if msg.qos > 0 else None
+            token = (AckToken(self.generation, msg.mid, msg.qos, self.lane) if msg.qos > 0
+                     else None)
             if topic.startswith(self.prefix):
                 self.handler(topic[len(self.prefix):], payload, self.clock(), token)
             elif self.external is not None:
@@ -408,6 +438,10 @@ class MqttLink:
         A token from an earlier connection is skipped: the broker will deliver that
         message again on this session, and the engine treats the repeat as a no-op.
         """
+        if token is not None and token.lane != self.lane:
+            if self.peer is not None:
+                self.peer.ack(token)
+            return
         client = self._reading
         if token is None or client is None or token.generation != self.generation:
             return

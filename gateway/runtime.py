@@ -36,7 +36,15 @@ from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, DeviceState, Refused, Step
-from gateway.mqtt_link import BROKER_DROPPED, AckToken, MqttLink, MqttTarget, Unreachable
+from gateway.mqtt_link import (
+    BROKER_DROPPED,
+    BULK_SUFFIX,
+    PEOPLE,
+    AckToken,
+    MqttLink,
+    MqttTarget,
+    Unreachable,
+)
 from gateway.paging import PagerDispatch
 from gateway.systemd import Systemd
 
@@ -88,9 +96,24 @@ class Gateway:
         self._dropped_seen: int | None = None  # the broker's drop counter at our last look
         self._dropping_since: int | None = None  # trouble/broker raised at (ns)
         self._dropping_last: int = 0  # last increase (ns)
+        # the alarm lane: native detectors and call points on the gateway's own session,
+        # everything else on signal/# (telemetry, unknown ids) on a bulk session, so an
+        # alarm never queues in the broker behind a flood it cannot skip (docs/mqtt.md)
+        self.lane_devices = alarm_lane(site)
+        lane_topics = [f"signal/{d}" for d in sorted(self.lane_devices)]
         self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
                              client_id, extra=self.feeds.subscriptions(),
-                             external=self._on_external)
+                             external=self._on_external,
+                             **({"subscriptions": [*PEOPLE, *lane_topics],
+                                 "unsubscribe": ["signal/#"], "broker_drops": False}
+                                if self.lane_devices else {}))
+        self.bulk: MqttLink | None = None
+        if self.lane_devices:
+            self.bulk = MqttLink(mqtt.bulk(), site.site, self._on_bulk, _nothing, clock,
+                                 self.mqtt.client_id + BULK_SUFFIX, external=self._on_external,
+                                 subscriptions=["signal/#"], lane=1, announce=False,
+                                 peer=self.mqtt)
+            self.mqtt.peer = self.bulk
         self.urgent: deque[Inbound] = deque()
         self.normal: deque[Inbound] = deque()
         self._wake = asyncio.Event()
@@ -113,6 +136,8 @@ class Gateway:
     async def check(self) -> None:
         """Both servers reachable at start, or Unreachable with one line saying which."""
         await self.mqtt.check()
+        if self.bulk is not None:
+            await self.bulk.check()
         async with InfluxClient(self.influx_target) as client:
             try:
                 await client.ping()
@@ -136,6 +161,8 @@ class Gateway:
             ]
             feed_tasks = [asyncio.create_task(run(), name="feed")
                           for run in self.feeds.tasks()]
+            if self.bulk is not None:
+                feed_tasks.append(asyncio.create_task(self.bulk.run(), name="mqtt-bulk"))
             if self.systemd.watchdog_s:
                 tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
             if self.centre is not None:
@@ -217,6 +244,14 @@ class Gateway:
                 return
             self.normal.append(item)
         self._wake.set()
+
+    def _on_bulk(self, topic: str, payload: bytes, received_ns: int,
+                 token: AckToken | None = None) -> None:
+        """The bulk lane: ``signal/#``, less what the alarm lane already brings."""
+        if topic.startswith("signal/") and topic[7:] in self.lane_devices:
+            self.mqtt.ack(token)  # the alarm lane's copy is the one handled
+            return
+        self._on_message(topic, payload, received_ns, token)
 
     def _on_external(self, topic: str, payload: bytes, received_ns: int,
                      token: AckToken | None = None) -> None:
@@ -757,6 +792,20 @@ def _notify(observers: list[Any], items: list[Any]) -> None:
                 observer(item)
             except Exception:
                 log.exception("observer failed", item=repr(item)[:120])
+
+
+def alarm_lane(site: Site) -> frozenset[str]:
+    """Devices whose ``signal/<id>`` the gateway reads on its own session, not the bulk one.
+
+    Every native MQTT device but the temperature sensors: the detectors and call points
+    whose alarms must not wait behind telemetry. Devices on other feeds never publish
+    ``signal/`` topics.
+    """
+    return frozenset(d.id for d in site.devices if d.feed is None and d.kind != "temperature")
+
+
+async def _nothing() -> None:
+    """The bulk lane has nothing to republish when it connects."""
 
 
 def _routine(payload: bytes) -> bool:

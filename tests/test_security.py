@@ -196,6 +196,10 @@ def test_brokerconf_writes_explicit_acls_and_secret_credentials(lab: Lab,
     worker = acl.split("user w-1\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert f"topic write {P}confirm/+/reply" in worker
     assert f"topic readwrite {P}#" in acl.split("user firegrid-gateway\n", 1)[1].split("\n\n")[0]
+    # the gateway's bulk lane reads signals with the gateway's password and writes nothing
+    bulk = acl.split("user firegrid-gateway-bulk\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert bulk == [f"topic read {P}signal/#", "topic read $SYS/broker/publish/messages/dropped"]
+    assert lab.creds["firegrid-gateway-bulk"] == lab.creds["firegrid-gateway"]
     assert "%u" not in acl and "pattern" not in acl
     assert acl.index("user ") < acl.index("topic "), "nothing for anonymous clients"
 
@@ -289,6 +293,7 @@ def test_acls_drop_spoofed_signals_forged_acks_replies_and_gateway_topics(lab: L
     guard = client_as(lab, "guard-1")
     worker = client_as(lab, "w-1")
     duty = client_as(lab, "dutyroom")
+    bulk = client_as(lab, "firegrid-gateway-bulk")  # the gateway's second session
     try:
         alarm = {"kind": "smoke", "state": "alarm"}
         # a device speaks only for itself, and never as the gateway or a person
@@ -301,7 +306,7 @@ def test_acls_drop_spoofed_signals_forged_acks_replies_and_gateway_topics(lab: L
         publish(squad, "confirm/inc-1/reply", {"decision": "dismiss", "by": "w-1"})
         publish(guard, "confirm/inc-1/reply", {"decision": "dismiss", "by": "w-1"})
         publish(worker, "page/guard-1/ack", {"incident": "inc-1", "status": "ack"})
-        for who in (squad, guard, worker):
+        for who in (squad, guard, worker, bulk):
             publish(who, "incident/inc-1", {"id": "inc-1", "state": "closed"})
             publish(who, "status", b"offline")
             publish(who, "signal/smk-a1", alarm)
@@ -320,7 +325,7 @@ def test_acls_drop_spoofed_signals_forged_acks_replies_and_gateway_topics(lab: L
         assert got[1].json()["status"] == "ack" and got[2].json()["by"] == "w-1"
     finally:
         gateway.close()
-        close(smk, squad, guard, worker, duty)
+        close(smk, squad, guard, worker, duty, bulk)
 
 
 def test_mqtt5_publisher_is_told_not_authorized(lab: Lab) -> None:
