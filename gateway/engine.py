@@ -533,11 +533,15 @@ class Engine(Clustering):
 
     def restore(self, steps: Iterable[Step], devices: Iterable[DeviceState] = (),
                 counter: int = 0) -> None:
-        """Rebuild from the journal: re-apply every step of the open incidents, in order."""
+        """Rebuild from the journal: re-apply every step of the open incidents, in order.
+
+        Steps of finished incidents among them rebuild ``finished`` (late answers are
+        refused as late); they leave no timer and nothing to republish.
+        """
         self.counter = max(self.counter, counter)
         for step in steps:
             self._apply(step)
-        for inc in self.incidents.values():
+        for inc in (*self.incidents.values(), *self.finished.values()):
             inc.cap_dirty = False  # republished with the rest of retained() on connect
         for ds in devices:
             self.device_states[ds.device] = ds

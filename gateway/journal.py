@@ -113,11 +113,20 @@ class Journal:
 
     # --------------------------------------------------------------- reading
 
-    def open_steps(self) -> list[Step]:
-        """Every step of every incident not yet closed or dismissed, in journal order."""
+    def open_steps(self, finished: int = 0) -> list[Step]:
+        """Every step of every incident not yet closed or dismissed, in journal order.
+
+        With ``finished``, also the steps of that many incidents finished most recently
+        (as far as pruning left them), so that an answer arriving after a restart for an
+        incident closed before it is refused as late, not as unknown.
+        """
         rows = self.db.execute(
             "SELECT seq, body FROM steps WHERE incident IN (SELECT id FROM open_incidents)"
-            " ORDER BY seq"
+            " OR incident IN (SELECT incident FROM steps"
+            "  WHERE incident NOT IN (SELECT id FROM open_incidents)"
+            "  GROUP BY incident ORDER BY MAX(seq) DESC LIMIT ?)"
+            " ORDER BY seq",
+            (finished,),
         )
         return [Step.from_json(body, seq) for seq, body in rows]
 

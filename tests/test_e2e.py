@@ -279,6 +279,34 @@ def test_kill9_mid_incident_then_restart(env) -> None:
         "InfluxDB holds exactly the journal's steps, with their timestamps"
 
 
+def test_answers_after_a_restart_for_an_incident_closed_before_it_are_refused_as_late(
+        env) -> None:
+    """The journal rebuilds recently finished incidents too: an ack or a close that
+    arrives after a restart for an incident closed before it is a late answer, recorded
+    as a ``refused`` step of that incident, not an unknown incident."""
+    gw, probe, _influxdb, _db, tmp = env
+    gw.start()
+    probe.signal("mcp-a")
+    inc = probe.first_incident("mcp-a")
+    probe.wait(lambda m: m.topic == "page/guard-1" and m.json()["incident"] == inc)
+    probe.pub(f"incident/{inc}/close", {"by": "w-1", "reason": "drill"})
+    wait_for(lambda: probe.incident_state(inc).get("state") == "closed", 5, "closed")
+    assert gw.stop() == 0
+    gw.start()
+    probe.pub("page/guard-1/ack", {"incident": inc, "status": "ack"})
+    probe.pub(f"incident/{inc}/close", {"by": "guard-1", "reason": "again"})
+    gw.wait_log("refused", count=2)
+    assert gw.stop() == 0
+    stop_line = gw.log_text().strip().splitlines()[-1]
+    assert "dropped.late_ack=1" in stop_line and "dropped.late_close=1" in stop_line, stop_line
+    assert "unknown_incident" not in stop_line
+    journal = Journal(tmp / "journal.sqlite3")
+    refused = [s for s in journal.all_steps(inc) if s.stage == "refused"]
+    journal.close()
+    assert sorted(s.fields["reason"] for s in refused) == ["late_ack", "late_close"]
+    assert probe.incident_state(inc)["state"] == "closed"  # nothing reopened
+
+
 def test_steps_reach_influx_after_an_outage(tmp_path: Path, mosquitto: Mosquitto) -> None:
     influx = InfluxDB()
     influx.start(tmp_path / "influx")

@@ -42,6 +42,12 @@ def test_prune_keeps_open_and_unforwarded_steps(tmp_path: Path) -> None:
     left = {(s.incident, s.stage) for s in j.all_steps()}
     assert left == {("open", "detected"), ("late", "detected"), ("late", "closed")}
     assert [s.incident for s in j.open_steps()] == ["open"]
-    assert j.counter() == 3
+    # and the most recently finished ones on request, each whole, in journal order
+    j.commit([step("newer", "detected", old + 5 * NS, counter=4),
+              step("newer", "closed", old + 6 * NS)])
+    assert [(s.incident, s.stage) for s in j.open_steps(finished=1)] == [
+        ("open", "detected"), ("newer", "detected"), ("newer", "closed")]
+    assert {s.incident for s in j.open_steps(finished=5)} == {"open", "late", "newer"}
+    assert j.counter() == 4
     used = j.used_bytes()
     assert 0 < used < 1024 * 1024
