@@ -756,6 +756,7 @@ class Gateway:
             "dropped": float(snap.get("dropped", 0)), "inputs": float(snap.get("inputs", 0)),
             "steps": float(snap.get("steps", 0)), "pages": float(snap.get("pages", 0)),
             "reconnects": float(self.mqtt.reconnects),
+            "bulk_reconnects": float(self.bulk.reconnects if self.bulk is not None else 0),
             "uptime_s": round((self.clock() - started_ns) / NS, 1),
         }
         self.systemd.status(f"{int(fields['open_incidents'])} open incidents, "

@@ -409,7 +409,9 @@ def test_signals_and_health_reach_influx_and_a_full_journal_raises_trouble(
         health = wait_for(lambda: [r for r in rows("device_health")
                                    if r["device"] == "smk-a1"], 10, "device health")
         assert health[0]["state"] == "alarm"
-        wait_for(lambda: rows("gateway_health"), 10, "gateway health")
+        gh = wait_for(lambda: rows("gateway_health"), 10, "gateway health")
+        # both MQTT sessions up since the start: the alarm lane's and the bulk lane's
+        assert gh[0]["reconnects"] == 0 and gh[0]["bulk_reconnects"] == 0, gh[0]
     finally:
         probe.close()
         gw2.stop()
