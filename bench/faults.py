@@ -1763,7 +1763,8 @@ def case_influx_outage(ctx: Ctx) -> Result:
         beats_in = influx_count(influx.base_url, db,
                                 f"SELECT count(n) FROM signal WHERE site = '{site.name}' "
                                 "AND state = 'test'")
-        shed = counters.get("dropped.journal_full", 0) + counters.get("dropped.shed_overload", 0)
+        shed = (counters.get("dropped.journal_full", 0) + counters.get("dropped.shed_overload", 0)
+                + counters.get("dropped.flooding", 0))
         r.done = (f"{len(director.stories)} incidents (one every {spacing:g} s) under "
                   f"{telemetry_rate:g} telemetry + {heartbeat_rate:g} heartbeat signals/s; "
                   f"InfluxDB stopped {warm:g} s in, for {t_back - t_stop:.0f} s, restarted")
@@ -2468,7 +2469,7 @@ def case_overload(ctx: Ctx) -> Result:
         processed = c.get("inputs", 0) - loaded["alarms"] - 1
         # shed by the gateway's bounded queue, and dropped by the broker for the gateway's
         # queue: the gateway counts the latter from $SYS (dropped.broker, trouble/broker)
-        shed_gw = c.get("dropped.shed_overload", 0)
+        shed_gw = c.get("dropped.shed_overload", 0) + c.get("dropped.flooding", 0)
         shed_broker = c.get("dropped.broker", 0)
         shed = shed_gw + shed_broker
         # the broker accepted it (PUBACK), so the gateway must have read it or counted it

@@ -602,7 +602,7 @@ def ingest_step(args: argparse.Namespace, work: Path, broker: Mosquitto, influx:
     lag = drained_at - result["done_mono"] if drained_at else None
     # no counters when the gateway had to be killed: then nothing can be said about loss
     processed = (counters["inputs"] - markers - len(t0_of)) if "inputs" in counters else None
-    shed = counters.get("dropped.shed_overload", 0)
+    shed = counters.get("dropped.shed_overload", 0) + counters.get("dropped.flooding", 0)
     known = processed is not None
     return {"offered": rate, "achieved": published / result["done_s"] if result["done_s"] else 0,
             "published": published, "processed": processed, "shed": shed,

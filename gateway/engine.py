@@ -245,13 +245,21 @@ class Engine(Clustering):
         out = Decisions()
         ds = self.device_states.get(device.id)
         troubles = set(ds.troubles) if ds else set()
-        if active:
+        state = None
+        if trouble == "fault":
+            # a fault is the device's state (device/<id> "fault"), as a fault signal sets
+            # it; as a plain trouble it would be dropped with the next clear
+            if active:
+                state = "fault"
+            elif ds is not None and signal_state_of(ds.state) == "fault":
+                state = "normal"
+        elif active:
             troubles.add(trouble)
         else:
             troubles.discard(trouble)
         if active and trouble not in OFFLINE_TROUBLES:
             self.heartbeats.heard(device.id, now_ns)  # it spoke to say so
-        self._device_state(device, None, now_ns, out, troubles=troubles,
+        self._device_state(device, state, now_ns, out, troubles=troubles,
                            detail=detail if active else "")
         return out
 

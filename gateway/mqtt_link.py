@@ -304,6 +304,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.generation = 0
+        self.connected_ns: int | None = None  # when the current connection came up
 
     def _client(self) -> aiomqtt.Client:
         link = self
@@ -385,6 +386,7 @@ class MqttLink:
                         await client.publish(self.prefix + "status", b"online", qos=1,
                                              retain=True)
                     self.connected.set()
+                    self.connected_ns = self.clock()
                     log.info(f"{self.name} connected", broker=self.target.redacted(),
                              reconnects=self.reconnects)
                     backoff = 0.2

@@ -31,6 +31,7 @@ from gateway.config import Site
 from gateway.coverage import notes as coverage_notes
 from gateway.engine import OPEN, Engine
 from gateway.feeds import FeedHub
+from gateway.flood_guard import FloodGuard
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
 from gateway.journal import Journal
@@ -59,6 +60,8 @@ TELEMETRY_QUEUE = 20_000  # non-alarm signals waiting; beyond this they are shed
 # telemetry processed per batch at most this long, so the socket is read again (and an
 # alarm behind the telemetry reaches the engine) within a few milliseconds under a flood
 BATCH_BUDGET_S = 0.002
+FLOOD_TICK_S = 0.5  # how often flooding devices are looked for
+FLOOD_GRACE_S = 30.0  # no judging within this long of an MQTT session (re)connecting
 BACKLOG_TRICKLE = 2  # inputs in 0.1 s that still count as live traffic, not a backlog
 BROKER_QUIET_S = 300.0  # trouble/broker clears this long after the broker's last drop
 # finished incidents rebuilt at start, so an answer redelivered after a restart is refused
@@ -118,6 +121,7 @@ class Gateway:
                                  subscriptions=["signal/#"], lane=1, announce=False,
                                  peer=self.mqtt)
             self.mqtt.peer = self.bulk
+        self.flood = FloodGuard()  # devices sending hundreds of messages a second
         self.urgent: deque[Inbound] = deque()
         self.normal: deque[Inbound] = deque()
         self._wake = asyncio.Event()
@@ -162,6 +166,7 @@ class Gateway:
                 asyncio.create_task(self._process_loop(), name="engine"),
                 asyncio.create_task(self.forwarder.run(), name="influx"),
                 asyncio.create_task(self._health_loop(), name="health"),
+                asyncio.create_task(self._flood_loop(), name="flood"),
             ]
             feed_tasks = [asyncio.create_task(run(), name="feed")
                           for run in self.feeds.tasks()]
@@ -216,6 +221,15 @@ class Gateway:
         Telemetry is acknowledged at once: holding it would fill the broker's in-flight
         window and make alarms wait behind it.
         """
+        if topic.startswith("signal/"):
+            device = topic[7:]
+            self.flood.seen(device)
+            if not self.flood.admit_routine(device) and _routine(payload):
+                # a device sending hundreds a second: its routine messages are dropped
+                # before they cost a full parse (gateway/flood_guard.py)
+                self.mqtt.ack(token)
+                self.metrics.drop("flooding")
+                return
         if len(self.normal) >= TELEMETRY_QUEUE and topic.startswith("signal/") \
                 and _routine(payload):
             # overloaded: shed a routine clear before paying for the full parse, so the
@@ -311,6 +325,31 @@ class Gateway:
             self._dropping_since = None
             log.info("the broker has stopped dropping messages", total=value)
             self._background(self.mqtt.publish("trouble/broker", b"", retain=True))
+
+    async def _flood_loop(self) -> None:
+        """Twice a second: devices that started or stopped flooding, as a fault trouble."""
+        grace_ns = round(float(os.environ.get("FIREGRID_FLOOD_GRACE_S", FLOOD_GRACE_S)) * NS)
+        while True:
+            await asyncio.sleep(FLOOD_TICK_S)
+            now = self.clock()
+            links = [self.mqtt] + ([self.bulk] if self.bulk is not None else [])
+            if any(lk.connected_ns is None or now - lk.connected_ns < grace_ns
+                   for lk in links):
+                # right after a (re)connect the broker hands over what it queued for us,
+                # every device at once: a backlog, not a flood
+                self.flood.restart_window(now)
+                continue
+            for ch in self.flood.tick(now):
+                known = self.site.device(ch.device) is not None
+                if ch.flooding:
+                    log.warning("device flooding", device=ch.device[:64],
+                                rate=round(ch.rate), known=known)
+                else:
+                    log.info("device no longer flooding", device=ch.device[:64])
+                if known:
+                    detail = f"flooding: {ch.rate:.0f} messages/s" if ch.flooding else ""
+                    self._submit("trouble", self.clock(),
+                                 (ch.device, "fault", ch.flooding, detail), True)
 
     def _submit(self, kind: str, received_ns: int, data: Any, urgent: bool) -> None:
         """An input from a feed: alarms, troubles and link changes go first."""

@@ -81,6 +81,23 @@ def test_troubles_stack_and_the_most_severe_is_named() -> None:
     assert body(d, "device/smk-1")["state"] == "normal"
 
 
+def test_a_fault_reported_by_a_feed_or_the_gateway_is_the_devices_state() -> None:
+    """A sensor reading NaN, a device flooding: ``fault`` as a trouble sets device/ to
+    fault with the reason, stays while the device goes on talking, and clears on request."""
+    eng = Engine(SITE)
+    d = eng.trouble("smk-n", "fault", True, at(1), "flooding: 900 messages/s")
+    t = body(d, "trouble/smk-n")
+    assert t["trouble"] == "fault" and t["detail"] == "flooding: 900 messages/s"
+    assert body(d, "device/smk-n")["state"] == "fault"
+    d = eng.trouble("smk-n", "battery_low", True, at(2))  # further troubles stack on it
+    assert body(d, "trouble/smk-n")["troubles"] == ["fault", "battery_low"]
+    d = eng.trouble("smk-n", "fault", False, at(3))
+    assert body(d, "trouble/smk-n")["troubles"] == ["battery_low"]
+    assert body(d, "device/smk-n")["state"] == "trouble"
+    d = eng.trouble("smk-n", "fault", False, at(4))  # nothing to clear: nothing said
+    assert not d.publishes
+
+
 def test_a_trouble_is_not_an_incident_and_an_alarm_outranks_it() -> None:
     eng = Engine(SITE)
     d = eng.trouble("smk-1", "tamper", True, at(1))
