@@ -3041,6 +3041,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    if args.workdir:  # a folder that does not exist yet is made, as --keep implies
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="firegrid-faults-", dir=args.workdir))
     influx = InfluxDB()
     results: list[Result] = []
