@@ -677,23 +677,27 @@ class Gateway:
             link_down = False
             if self._sent_not_cleared:  # the disk had no room to forget them: try again
                 self._clear_outbox(list(self._sent_not_cleared))
-            for item in self.journal.pending_outbox():
-                if item.id in self._sent_not_cleared:
-                    continue  # the broker has it; only the journal does not know yet
+            pending = self.journal.pending_outbox()
+            # first the rows that leave on their own lines, before any await: a row that
+            # pager or centre finish while a publish below waits would otherwise be
+            # handed to them again from this list, and sent twice
+            for item in pending:
                 if item.kind == "pager":  # leaves on its own line, broker or not
                     self.paging.send(item.id, item.payload)
-                    continue
-                if item.kind == "centre":  # so does a report to the monitoring centre
+                elif item.kind == "centre":  # so does a report to the monitoring centre
                     if self.centre is not None:
                         self.centre.send(item.id, item.payload)
                     else:  # the site file no longer names a centre: nobody to send it to
                         log.warning("centre report dropped: no monitoring_centre configured",
                                     topic=item.topic)
                         sent.append(item.id)
-                    continue
-                if item.kind == "poll":  # an SNPP reply still awaited (after a restart)
+                elif item.kind == "poll":  # an SNPP reply still awaited (after a restart)
                     self.paging.resume(item.id, item.payload)
+            for item in pending:
+                if item.kind in ("pager", "centre", "poll"):
                     continue
+                if item.id in self._sent_not_cleared:
+                    continue  # the broker has it; only the journal does not know yet
                 if link_down or self.mqtt.client is None:
                     link_down = True
                     continue  # stays in the outbox for the next connect
