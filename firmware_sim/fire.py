@@ -83,6 +83,13 @@ MANUAL_DELAY_S = (20.0, 120.0)
 NUISANCE_REACH_M = {"toast": 2.5, "steam": 2.0}  # median reach of the puff (log-normal)
 NUISANCE_REACH_SPREAD = 0.5
 TELEMETRY_S = 10.0  # analog sensors report this often
+# analog addressable smoke heads (``smoke="level"``): the panel polls each head's level
+# and passes it on every few seconds as a percent of that head's alarm level (drift
+# compensated: clean air is 0); below about a tenth of the alarm level it is noise
+SMOKE_LEVEL_S = 5.0
+SMOKE_LEVEL_MIN_PCT = 10.0
+SMOKE_LEVEL_NOISE_PCT = 2.0
+SMOKE = ("alarm", "level")
 HORIZON_S = 120.0  # events up to this long after a source's first alarm
 DT_S = 0.5  # integration step
 
@@ -232,30 +239,36 @@ class FireScenario:
 
 
 def generate(site: SiteMap, seed: int, kind: str | None = None,
-             heads: str = "type") -> FireScenario:
-    """One scenario, entirely determined by ``(site, seed, kind, heads)``.
+             heads: str = "type", smoke: str = "alarm") -> FireScenario:
+    """One scenario, entirely determined by ``(site, seed, kind, heads, smoke)``.
 
     ``kind`` None draws one from ``MIX``. A draw whose sources alarm nothing (every
     detector failed, or none is near) is drawn again from the same generator, so every
     scenario returned has at least one alarm. ``heads``: ``type`` (the site's smoke heads
     share one type's threshold, per fire, and entry lag; its heat detectors one RTI) or
     ``independent`` (each head drawn over the whole range, see ``SMOKE_HEAD_SPREAD``).
+    ``smoke``: ``alarm`` (conventional heads: an alarm and nothing before it) or ``level``
+    (analog addressable heads: their level every ``SMOKE_LEVEL_S`` as well). The levels
+    draw from a generator of their own, so both worlds hold the same fires and alarms.
     """
     if heads not in HEADS:
         raise ValueError(f"heads must be one of {', '.join(HEADS)}, not {heads!r}")
+    if smoke not in SMOKE:
+        raise ValueError(f"smoke must be one of {', '.join(SMOKE)}, not {smoke!r}")
     rng = np.random.default_rng(seed)
+    lrng = np.random.default_rng([seed, 1]) if smoke == "level" else None
     if kind is None:
         kind = str(rng.choice(list(MIX), p=list(MIX.values())))
     for _ in range(50):
         sources = _sources(site, rng, kind)
         if sources is None:
             break
-        events = _simulate(site, rng, sources, heads)
+        events = _simulate(site, rng, sources, heads, lrng)
         if any(e.state == "alarm" for e in events):
             return FireScenario(seed, kind, sources, events)
     # a site where this kind cannot happen (one building, no floor above): a single fire
     if kind != "fire":
-        return generate(site, seed, "fire", heads)
+        return generate(site, seed, "fire", heads, smoke)
     raise ValueError(f"site {site.site} has no detector a fire can reach")
 
 
@@ -384,8 +397,10 @@ def _exposure(site: SiteMap, rng: np.random.Generator, src: Source,
 
 
 def _simulate(site: SiteMap, rng: np.random.Generator, sources: list[Source],
-              heads: str = "type") -> list[Event]:
-    """Integrate every device's response to every source; alarms and telemetry, in order."""
+              heads: str = "type", lrng: np.random.Generator | None = None) -> list[Event]:
+    """Integrate every device's response to every source; alarms and telemetry, in order.
+
+    ``lrng``: the smoke heads report their levels too, with noise from this generator."""
     devs = site.devices
     n = len(devs)
     kinds = np.array([d.kind for d in devs])
@@ -411,6 +426,7 @@ def _simulate(site: SiteMap, rng: np.random.Generator, sources: list[Source],
     first_alarm: dict[str, float] = {}
     alarm_at: dict[int, tuple[float, str]] = {}  # device index -> (t, source)
     heat_trace: dict[int, list[tuple[float, float]]] = {}  # analog: (t, value) over time
+    levels: dict[int, list[tuple[float, float]]] | None = {} if lrng is not None else None
 
     fires = [s for s in sources if s.kind == "fire"]
     if fires:
@@ -419,10 +435,13 @@ def _simulate(site: SiteMap, rng: np.random.Generator, sources: list[Source],
         smoke_per_k = (np.exp(rng.normal(0, SMOKE_DT_SPREAD, len(fires))) if heads == "type"
                        else np.ones(len(fires)))
         _fires(site, rng, fires, devs, h, smoke_thr, smoke_l, rti, co_per_k, fails,
-               ambient, alarm_at, heat_trace, smoke_per_k)
+               ambient, alarm_at, heat_trace, smoke_per_k, levels, lrng)
     for src in sources:
         if src.kind != "fire":
             _nuisance(site, rng, src, devs, alarm_at, heat_trace, ambient)
+    if levels is not None and lrng is not None:
+        _nuisance_levels(site, lrng, [s for s in sources if s.kind != "fire"], devs,
+                         alarm_at, fails, levels)
     for i, (t, sid) in alarm_at.items():
         d = devs[i]
         if d.kind in ("temperature",) and d.alarm_at is None:
@@ -454,6 +473,11 @@ def _simulate(site: SiteMap, rng: np.random.Generator, sources: list[Source],
         for t, v in trace:
             if t <= end and (i not in alarm_at or t < alarm_at[i][0]):
                 events.append(Event(t + float(net[i]), d.id, d.kind, "clear", v))
+    for i, trace in (levels or {}).items():  # analog smoke heads: levels before the alarm
+        d = devs[i]
+        for t, v in trace:
+            if t <= end and (i not in alarm_at or t < alarm_at[i][0]):
+                events.append(Event(t + float(net[i]), d.id, d.kind, "clear", v))
     events.sort(key=lambda e: (e.t, e.device))
     return events
 
@@ -472,8 +496,13 @@ def _fires(site: SiteMap, rng: np.random.Generator, fires: list[Source], devs: l
            co_per_k: np.ndarray, fails: np.ndarray, ambient: np.ndarray,
            alarm_at: dict[int, tuple[float, str]],
            heat_trace: dict[int, list[tuple[float, float]]],
-           smoke_per_k: np.ndarray) -> None:
-    """Time-step the devices under every fire at once (each device answers the strongest)."""
+           smoke_per_k: np.ndarray,
+           levels: dict[int, list[tuple[float, float]]] | None = None,
+           lrng: np.random.Generator | None = None) -> None:
+    """Time-step the devices under every fire at once (each device answers the strongest).
+
+    ``levels``: analog smoke heads' readings, percent of their alarm level, are added here.
+    """
     n = len(devs)
     kinds = np.array([d.kind for d in devs])
     exps = [_exposure(site, rng, f, devs) for f in fires]
@@ -488,6 +517,9 @@ def _fires(site: SiteMap, rng: np.random.Generator, fires: list[Source], devs: l
     flame_delay = rng.uniform(2.0, 5.0, n)
     telemetry_next = np.full(n, -30.0)
     analog = np.isin(kinds, ("heat", "temperature", "co"))
+    level_heads = (kinds == "smoke") & ~fails  # a failed head reports nothing useful
+    level_next = (lrng.uniform(0, SMOKE_LEVEL_S, n) - 30.0 if lrng is not None
+                  else np.full(n, np.inf))
     # devices that can see any fire at all (same building): others never change
     live = np.zeros(n, dtype=bool)
     for e in exps:
@@ -537,6 +569,13 @@ def _fires(site: SiteMap, rng: np.random.Generator, fires: list[Source], devs: l
             v = float(ambient[i] + link[i]) if kinds[i] != "co" else float(co[i])
             heat_trace.setdefault(i, []).append((t, v + float(rng.normal(0, 0.2))))
             telemetry_next[i] = t + TELEMETRY_S
+        if levels is not None and lrng is not None:
+            pct = 100.0 * smoke / smoke_thr
+            for i in np.flatnonzero(level_heads & (t >= level_next) & live & ~done):
+                level_next[i] = t + SMOKE_LEVEL_S
+                v = round(float(pct[i] + lrng.normal(0, SMOKE_LEVEL_NOISE_PCT)))
+                if v >= SMOKE_LEVEL_MIN_PCT:
+                    levels.setdefault(int(i), []).append((t, float(min(v, 99))))
         t += DT_S
         if t > first_seen + HORIZON_S + 60 and t > max(f.t_ignition for f in fires) + 60:
             break
@@ -624,6 +663,44 @@ def _nuisance(site: SiteMap, rng: np.random.Generator, src: Source, devs: list[S
                 trace.append((t, base + rise + float(rng.normal(0, 0.2))))
             if peak >= 1.0:
                 heat_trace[i] = trace
+
+
+def _nuisance_levels(site: SiteMap, lrng: np.random.Generator, puffs: list[Source],
+                     devs: list[SimDevice], alarm_at: dict[int, tuple[float, str]],
+                     fails: np.ndarray, levels: dict[int, list[tuple[float, float]]]) -> None:
+    """What analog heads read of a puff: the heads it alarms climb to their alarm level,
+    the others in its cell to a level that falls off over the puff's own reach."""
+    for src in puffs:
+        alarmed = {i: t for i, (t, sid) in alarm_at.items()
+                   if sid == src.id and devs[i].kind == "smoke"}
+        if not alarmed:
+            continue
+        reach = max(math.hypot(devs[i].x - src.x, devs[i].y - src.y) for i in alarmed)
+        t1 = min(alarmed.values())
+        for i, d in enumerate(devs):
+            if d.kind != "smoke" or d.zone != src.zone or fails[i]:
+                continue
+            if i in alarmed:
+                top, t_end = 100.0, alarmed[i]
+            elif i in alarm_at:
+                continue  # alarmed by something else
+            else:
+                dist = math.hypot(d.x - src.x, d.y - src.y)
+                top = 90.0 * math.exp(-max(dist - reach, 0.0) / max(reach, 1.0))
+                t_end = t1 + HORIZON_S
+                if top < SMOKE_LEVEL_MIN_PCT:
+                    continue
+            span = max(min(t_end, t1) - src.t_ignition, 1.0)
+            t = src.t_ignition + float(lrng.uniform(0, SMOKE_LEVEL_S))
+            trace: list[tuple[float, float]] = []
+            while t < t_end:
+                v = round(top * min((t - src.t_ignition) / span, 1.0)
+                          + float(lrng.normal(0, SMOKE_LEVEL_NOISE_PCT)))
+                if v >= SMOKE_LEVEL_MIN_PCT:
+                    trace.append((t, float(min(v, 99))))
+                t += SMOKE_LEVEL_S
+            if trace:
+                levels[i] = trace
 
 
 # ----------------------------------------------------------------- a larger generated site
@@ -747,10 +824,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=KINDS, default=None, help="default: drawn from the mix")
     ap.add_argument("--heads", choices=HEADS, default="type",
                     help="detectors of one type per site (default) or each over the whole range")
+    ap.add_argument("--smoke", choices=SMOKE, default="alarm",
+                    help="conventional smoke heads (default) or analog addressable heads that "
+                         "send their level every 5 s as well")
     args = ap.parse_args(argv)
     with open(args.site, encoding="utf-8") as fh:
         site = SiteMap.from_yaml(fh.read())
-    print(scenario_yaml(generate(site, args.seed, args.kind, args.heads), site.site), end="")
+    print(scenario_yaml(generate(site, args.seed, args.kind, args.heads, args.smoke),
+                        site.site), end="")
     return 0
 
 

@@ -60,6 +60,9 @@ HEAT_RISE_K = 8.0  # analog heat or temperature rise that counts as heat (multi-
 CO_RISE_PPM = 25.0  # analog CO rise that counts as combustion gas (multi-criteria)
 ANALOG_FRESH_S = 120.0  # an analog reading older than this is no evidence
 ANALOG_BAND = {"heat": 1.0, "temperature": 1.0, "co": 3.0}  # baseline follows within this
+# an analog addressable smoke head's level, percent of its own alarm level (the panel
+# compensates drift: clean air is 0); levels at and above this say the smoke has come
+SMOKE_LEVEL_MIN_PCT = 10.0
 FIRE_KINDS = frozenset({"smoke", "heat", "flame", "co", "temperature"})  # for coincidence
 HEATLIKE = frozenset({"heat", "temperature", "co"})
 NEAR_SIGMA_M = {"heat": 6.0, "temperature": 6.0, "co": 9.0, "flame": 10.0, "gas": 8.0,
@@ -225,6 +228,9 @@ class Engine(Clustering):
         if sig.value is not None and device.kind in ANALOG_BAND and sig.state != "fault":
             self._analog_reading(device, sig.value, received, now_ns, out,
                                  alarm=sig.state == "alarm")
+        elif sig.value is not None and device.kind == "smoke" and sig.state == "clear":
+            # a level, not a temperature: no baseline to follow, and no rule of its own
+            self.analog[device.id] = _Analog(0.0, float(sig.value), received)
         if sig.state == "alarm":
             self._alarm(device, sig, now_ns, received, out)
         return out
@@ -774,8 +780,17 @@ class Engine(Clustering):
                 continue
             state = self.device_states.get(d.id)
             if d.kind == "smoke" and (state is None or state.state in ("normal", "trouble")):
-                ev.silent_xy.append((d.x, d.y))
-                ev.silent_zone.append(zindex.get(self._zone_of[d.id].id, -1))
+                tr = self.analog.get(d.id)
+                zi = zindex.get(self._zone_of[d.id].id, -1)
+                if (tr is not None and SMOKE_LEVEL_MIN_PCT <= tr.value < 100.0
+                        and 0 <= t_ns - tr.t_ns <= _ns(ANALOG_FRESH_S)):
+                    ev.level_xy.append((d.x, d.y))  # smoke is coming: a point on its curve
+                    ev.level_t.append((tr.t_ns - inc.t0_ns) / NS)
+                    ev.level_frac.append(tr.value / 100.0)
+                    ev.level_zone.append(zi)
+                else:
+                    ev.silent_xy.append((d.x, d.y))
+                    ev.silent_zone.append(zi)
             elif d.kind in ("heat", "temperature"):
                 tr = self.analog.get(d.id)
                 if (tr is not None and tr.rise >= locate.MIN_ANALOG_RISE_K

@@ -22,6 +22,9 @@ searched, on a grid of the floor plan. Further evidence adds terms to the same c
   points say "near here", as a Gaussian of their coverage radius;
 - a camera bearing is a ray: the angular residual over the bearing noise, in the cell
   the camera watches (outside it, the camera would have been mistaken: a fixed cost);
+- an analog smoke head's level f (a fraction of its alarm level) at time t is a point on
+  the alarm curve itself: the rise it answers to grows as (t - t_ign)^(4/3), so it
+  reads f at t = t_ign + K sqrt(r) f^(3/4), fitted like an alarm;
 - an analog heat reading dT at time t is a point on the same curve: under the model dT
   grows as (t - t_ign)^(4/3) r^(-2/3), so t = t_ign + K sqrt(r) (dT / dT_ref)^(3/4),
   with a looser sigma (a sensor lags the gas around it).
@@ -68,6 +71,7 @@ MAX_POINTS = 40_000  # per floor: a coarser grid for a huge (or mistyped) floor 
 MAX_CANDIDATES = 1_000
 MAX_ALARMS = 24
 MAX_SILENT = 32
+MAX_LEVELS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,11 @@ class Evidence:
     analog_t: list[float] = field(default_factory=list)
     analog_rise: list[float] = field(default_factory=list)  # kelvin above the baseline
     analog_zone: list[int] = field(default_factory=list)
+    # analog addressable smoke heads not (yet) in alarm: level as a fraction of the alarm
+    level_xy: list[tuple[float, float]] = field(default_factory=list)
+    level_t: list[float] = field(default_factory=list)
+    level_frac: list[float] = field(default_factory=list)
+    level_zone: list[int] = field(default_factory=list)
 
     @property
     def has_position_evidence(self) -> bool:
@@ -217,6 +226,12 @@ def solve(plan: FloorPlan, ev: Evidence, fine: bool = True) -> Estimate | None:
 
 def _bounded(ev: Evidence) -> Evidence:
     """The same evidence with at most MAX_ALARMS alarms (earliest) and MAX_SILENT silent."""
+    if len(ev.level_xy) > MAX_LEVELS:  # the highest levels: the nearest the front
+        top = sorted(range(len(ev.level_xy)), key=lambda i: -ev.level_frac[i])[:MAX_LEVELS]
+        ev = replace(ev, level_xy=[ev.level_xy[i] for i in top],
+                     level_t=[ev.level_t[i] for i in top],
+                     level_frac=[ev.level_frac[i] for i in top],
+                     level_zone=[ev.level_zone[i] for i in top])
     if len(ev.alarm_xy) <= MAX_ALARMS and len(ev.silent_xy) <= MAX_SILENT:
         return ev
     keep = sorted(range(len(ev.alarm_t)), key=lambda i: ev.alarm_t[i])[:MAX_ALARMS]
@@ -278,7 +293,8 @@ def _cost(px: np.ndarray, py: np.ndarray, zi: np.ndarray, ev: Evidence
             # smoke reached other zones' detectors but none of this zone's, each of this
             # zone's detectors must have failed
             same = zi[:, None] == silent_zone[None, :]
-            own_alarm = (zi[:, None] == np.asarray(ev.alarm_zone)[None, :]).any(1)
+            smoked = np.asarray(ev.alarm_zone + ev.level_zone)
+            own_alarm = (zi[:, None] == smoked[None, :]).any(1)
             late = np.where(own_alarm[:, None], late, MISS_COST)
             cost += np.where(same, late, 0.0).sum(1)
     if ev.near_xy:
@@ -332,6 +348,12 @@ def _fit_times(px: np.ndarray, py: np.ndarray, zi: np.ndarray, ev: Evidence
         c_parts.append(np.asarray(ev.alarm_t, dtype=float))
         z_parts.append(np.asarray(ev.alarm_zone))
         rel_parts.append(np.full(n, REL_SIGMA))
+    if ev.level_xy:
+        f = np.clip(np.asarray(ev.level_frac, dtype=float), 0.01, 1.0) ** 0.75
+        s_parts.append(_sqrt_dist(px, py, ev.level_xy) * f[None, :])
+        c_parts.append(np.asarray(ev.level_t, dtype=float))
+        z_parts.append(np.asarray(ev.level_zone))
+        rel_parts.append(np.full(f.size, REL_SIGMA))
     if ev.analog_xy:
         f = (np.asarray(ev.analog_rise, dtype=float) / DT_REF_K) ** 0.75
         s_parts.append(_sqrt_dist(px, py, ev.analog_xy) * f[None, :])
@@ -342,7 +364,7 @@ def _fit_times(px: np.ndarray, py: np.ndarray, zi: np.ndarray, ev: Evidence
     c = np.concatenate(c_parts)[None, :]
     rel = np.concatenate(rel_parts)[None, :]
     is_alarm = np.zeros(s.shape[1], dtype=bool)
-    is_alarm[: len(ev.alarm_xy)] = True
+    is_alarm[: len(ev.alarm_xy) + len(ev.level_xy)] = True  # levels are fitted like alarms
     same = (zi[:, None] == np.concatenate(z_parts)[None, :]) & is_alarm[None, :]
     # no alarm in the candidate's own zone: fit them all, the silent ones there pay in full
     fit = np.where(same.any(1)[:, None], same, is_alarm[None, :])
