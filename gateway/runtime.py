@@ -845,11 +845,13 @@ def _notify(observers: list[Any], items: list[Any]) -> None:
 def alarm_lane(site: Site) -> frozenset[str]:
     """Devices whose ``signal/<id>`` the gateway reads on its own session, not the bulk one.
 
-    Every native MQTT device but the temperature sensors: the detectors and call points
-    whose alarms must not wait behind telemetry. Devices on other feeds never publish
-    ``signal/`` topics.
+    Every native MQTT device but the temperature sensors that only measure: the detectors
+    and call points whose alarms must not wait behind telemetry, and the temperature
+    sensors given an ``alarm_at`` (they alarm as well). Devices on other feeds never
+    publish ``signal/`` topics.
     """
-    return frozenset(d.id for d in site.devices if d.feed is None and d.kind != "temperature")
+    return frozenset(d.id for d in site.devices if d.feed is None
+                     and (d.kind != "temperature" or d.alarm_at is not None))
 
 
 async def _nothing() -> None:

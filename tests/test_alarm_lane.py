@@ -23,7 +23,7 @@ SENSORS = ("tmp-b", "tmp-c", "tmp-d", "tmp-e")
 SITE = TEST_SITE.replace("devices:\n", "devices:\n" + "".join(
     f"  - {{id: {s}, kind: temperature, floor: 1, x: {110 + i}, y: 8}}\n"
     for i, s in enumerate(SENSORS[1:])) + "  - {id: tmp-m, kind: temperature, floor: 1, x: 115, "
-    "y: 2}\n")
+    "y: 2}\n  - {id: tmp-h, kind: temperature, floor: 1, x: 116, y: 2, alarm_at: 60}\n")
 BACKLOG = 60_000  # telemetry queued for the bulk lane while the gateway is down
 
 
@@ -31,6 +31,7 @@ def test_lane_membership_follows_the_site() -> None:
     lane = alarm_lane(parse_site(SITE))
     assert {"smk-a1", "mcp-a", "smk-b1"} <= lane
     assert not lane & {"tmp-b", "tmp-m"}, "temperature sensors are telemetry: the bulk lane"
+    assert "tmp-h" in lane, "a temperature sensor that alarms (alarm_at) is a detector"
     only_telemetry = parse_site(TEST_SITE.split("devices:\n")[0] + "devices:\n"
                                 "  - {id: tmp-b, kind: temperature, floor: 1, x: 110, y: 9}\n"
                                 + "responders:\n" + TEST_SITE.split("responders:\n")[1])
