@@ -197,6 +197,17 @@ class Journal:
             (self.cursor(), before_ns))
         return cur.rowcount
 
+    # ------------------------------------------------------------ small notes
+
+    def note(self, key: str) -> str | None:
+        """A value the gateway keeps across restarts (e.g. what its session subscribed)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (f"note:{key}",)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_note(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                        (f"note:{key}", value))
+
     # ------------------------------------------------------- forward cursor
 
     def cursor(self, name: str = "influx") -> int:

@@ -114,6 +114,11 @@ class Gateway:
                              **({"subscriptions": [*PEOPLE, *lane_topics],
                                  "unsubscribe": ["signal/#"], "broker_drops": False}
                                 if self.lane_devices else {}))
+        # a device removed from the site file since the last run stays subscribed on the
+        # session (MQTT has no "list my subscriptions"): the journal remembers the topics
+        self._lane_key = f"lane:{self.mqtt.client_id}"
+        self.lane_topics = lane_topics
+        self.mqtt.unsubscribe += sorted(set(self._last_lane()) - set(lane_topics))
         self.bulk: MqttLink | None = None
         if self.lane_devices:
             self.bulk = MqttLink(mqtt.bulk(), site.site, self._on_bulk, _nothing, clock,
@@ -754,8 +759,21 @@ class Gateway:
         return (inc is not None and inc.active and responder not in inc.on_scene
                 and responder not in inc.declined)
 
+    def _last_lane(self) -> list[str]:
+        try:
+            raw = self.journal.note(self._lane_key)
+            topics = orjson.loads(raw) if raw else []
+        except (sqlite3.Error, orjson.JSONDecodeError):
+            return []
+        return [t for t in topics if isinstance(t, str) and t.startswith("signal/")]
+
     async def _on_connect(self) -> None:
         """After every (re)connect: pending pages first, then all retained state again."""
+        if self._last_lane() != self.lane_topics:
+            try:  # subscribed as the site says now: remember it for the next start
+                self.journal.set_note(self._lane_key, orjson.dumps(self.lane_topics).decode())
+            except sqlite3.Error as exc:  # a full disk: the next start unsubscribes less
+                log.warning("could not note the alarm lane's topics", error=str(exc)[:200])
         await self._flush_outbox()
         await asyncio.gather(*(self.mqtt.publish(p.topic, p.payload, retain=p.retain)
                                for p in self.engine.retained()))

@@ -112,3 +112,40 @@ def test_the_bulk_lane_takes_unknown_devices_and_skips_the_alarm_lanes_copies(
     assert "dropped.unknown_device=1" in stop_line, stop_line
     # the unknown id and smk-a1, once: the bulk lane's copy of smk-a1 is not handled
     assert re.search(r"\binputs=2\b", stop_line), stop_line
+
+
+def test_a_device_removed_from_the_site_is_unsubscribed_at_the_next_start(
+        tmp_path: Path, influxdb: InfluxDB) -> None:
+    """The session keeps its subscriptions across restarts; the journal remembers which
+    topics the alarm lane subscribed, so a removed device's topic is dropped and its
+    messages come once (on the bulk lane, as an unknown device), not twice."""
+    broker = Mosquitto()
+    broker.start(tmp_path / "mosquitto")
+    journal = tmp_path / "journal.sqlite3"
+    before = write_site(tmp_path, SITE)
+    (tmp_path / "after").mkdir()
+    lines = SITE.splitlines(keepends=True)
+    after = write_site(tmp_path / "after", "".join(
+        ln for ln in lines if "id: smk-b1," not in ln))
+    assert after.read_text() != before.read_text()
+    try:
+        gw = GatewayProc(before, broker.url, influxdb.url("alarm_lane3"), journal,
+                         tmp_path / "gateway1.log").start()
+        gw.wait_log("mqtt bulk connected")
+        assert gw.stop() == 0
+        gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane3"), journal,
+                         tmp_path / "gateway2.log").start()
+        gw.wait_log("mqtt bulk connected")
+        probe = Probe(broker.port)
+        try:
+            probe.signal("smk-b1")
+            probe.signal("smk-a1")  # behind it on both lanes: when it is in, so is smk-b1
+            probe.first_incident("smk-a1")
+            time.sleep(0.5)
+        finally:
+            probe.close()
+        assert gw.stop() == 0
+    finally:
+        broker.stop()
+    stop_line = gw.log_text().strip().splitlines()[-1]
+    assert "dropped.unknown_device=1" in stop_line, stop_line
