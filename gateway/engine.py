@@ -185,6 +185,9 @@ class Engine(Clustering):
         # Sensor state, like device_states: not rebuilt from steps. After a restart a
         # sensor's baseline starts again from its next reading (docs/locating.md).
         self.analog: dict[str, _Analog] = {}
+        # devices whose own last signal was a fault: the gateway's fault troubles
+        # (flooding, readings not numbers) must not clear it when they end
+        self.fault_signalled: set[str] = set()
         self._rule_done: set[tuple[str, int]] = set()  # (rule id, boundary t_ns) recorded
         self._rules_seen_ns: int | None = None  # boundaries up to here are settled
         # supervision (gateway.supervision): heartbeats of devices and of feeds' far ends
@@ -224,6 +227,10 @@ class Engine(Clustering):
         if self._disabled(device, received):
             self._device_state(device, "disabled", now_ns, out)
             return out
+        if sig.state == "fault":
+            self.fault_signalled.add(device.id)
+        elif sig.state in ("clear", "alarm"):
+            self.fault_signalled.discard(device.id)
         self._device_state(device, _DEVICE_STATE[sig.state], now_ns, out)
         if sig.value is not None and device.kind in ANALOG_BAND and sig.state != "fault":
             self._analog_reading(device, sig.value, received, now_ns, out,
@@ -257,8 +264,9 @@ class Engine(Clustering):
             # it; as a plain trouble it would be dropped with the next clear
             if active:
                 state = "fault"
-            elif ds is not None and signal_state_of(ds.state) == "fault":
-                state = "normal"
+            elif (ds is not None and signal_state_of(ds.state) == "fault"
+                  and device.id not in self.fault_signalled):
+                state = "normal"  # but a fault the device itself sent stays
         elif active:
             troubles.add(trouble)
         else:

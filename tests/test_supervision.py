@@ -98,6 +98,18 @@ def test_a_fault_reported_by_a_feed_or_the_gateway_is_the_devices_state() -> Non
     assert not d.publishes
 
 
+def test_the_end_of_a_gateway_fault_leaves_a_fault_the_device_sent() -> None:
+    """A detector reports its own fault, then floods: when the flood fault ends, the
+    device is still in fault until it says otherwise."""
+    eng = Engine(SITE)
+    eng.signal(Signal("smk-n", "fault"), at(1))
+    eng.trouble("smk-n", "fault", True, at(2), "flooding: 900 messages/s")
+    eng.trouble("smk-n", "fault", False, at(3))
+    assert eng.device_states["smk-n"].state == "fault"
+    d = eng.signal(Signal("smk-n", "clear"), at(4))
+    assert body(d, "device/smk-n")["state"] == "normal"
+
+
 def test_a_trouble_is_not_an_incident_and_an_alarm_outranks_it() -> None:
     eng = Engine(SITE)
     d = eng.trouble("smk-1", "tamper", True, at(1))
