@@ -2500,9 +2500,14 @@ def case_overload(ctx: Ctx) -> Result:
             worst = max(loaded["splits"], key=lambda d: loaded["splits"][d][0])
             total, way_in = loaded["splits"][worst]
             in_gw = [tot - win for tot, win in loaded["splits"].values()]
+            in_gw_idle = [tot - win for tot, win in unloaded["splits"].values()]
             r.figures["slowest alarm under load: way in (publisher, broker) / gateway"] = (
-                f"{worst}: {way_in * 1000:.1f} / {(total - way_in) * 1000:.1f} ms; "
-                f"T0 -> located durable p99 {_pct(in_gw, 99) * 1000:.1f} ms")
+                f"{worst}: {way_in * 1000:.1f} / {(total - way_in) * 1000:.1f} ms")
+            # the gateway's own share, T0 (its receipt) -> located durable: information,
+            # not the criterion (which is publish -> durable, as a device sees it)
+            r.figures["in the gateway, T0 -> located durable p50 / p99, unloaded / loaded"] = (
+                f"{_pct(in_gw_idle, 50) * 1000:.1f} / {_pct(in_gw_idle, 99) * 1000:.1f} ms; "
+                f"{_pct(in_gw, 50) * 1000:.1f} / {_pct(in_gw, 99) * 1000:.1f} ms")
         r.figures["telemetry published / processed / shed (counted) / uncounted"] = (
             f"{loaded['acked']} / {processed} / {shed} (gateway {shed_gw}, broker "
             f"{shed_broker} counted by the gateway from $SYS) / {uncounted}")
