@@ -380,17 +380,22 @@ def test_refined_positions_survive_a_restart() -> None:
     assert fresh.incidents[inc].x == live.engine.incidents[inc].x
 
 
-def test_the_engine_uses_analog_readings_to_refine() -> None:
-    """A temperature sensor east of the two alarmed detectors warms by 25 K: the fire is
-    placed nearer to it than the same alarms place it without that reading."""
-    site = parse_site((
-        "site: row-analog\nzones:\n"
+def _row_of_three(name: str, third: str):
+    """A 30 x 12 m room with smoke heads at x = 9 and 15 and ``third`` east of them."""
+    return parse_site((
+        f"site: {name}\nzones:\n"
         "  - {id: w, building: a, floor: 1, polygon: [[0,0],[30,0],[30,12],[0,12]]}\n"
         "devices:\n"
         "  - {id: s9, kind: smoke, floor: 1, x: 9, y: 6}\n"
         "  - {id: s15, kind: smoke, floor: 1, x: 15, y: 6}\n"
-        "  - {id: t19, kind: temperature, floor: 1, x: 19, y: 6}\n"
-        "responders:\n  - {id: g, tier: 0}\n"), "row-analog.yaml")
+        f"  - {third}\n"
+        "responders:\n  - {id: g, tier: 0}\n"), f"{name}.yaml")
+
+
+def test_the_engine_uses_analog_readings_to_refine() -> None:
+    """A temperature sensor east of the two alarmed detectors warms by 25 K: the fire is
+    placed nearer to it than the same alarms place it without that reading."""
+    site = _row_of_three("row-analog", "{id: t19, kind: temperature, floor: 1, x: 19, y: 6}")
 
     def final_x(readings: bool) -> float:
         sim = Sim(site)
@@ -411,14 +416,7 @@ def test_analog_smoke_levels_place_the_fire_and_decide_nothing_else() -> None:
     """Two heads alarm; a third, east of them, reads 95 % of its alarm level 2 s after the
     first alarm: the fire is placed nearer it than without the level. A level opens,
     joins and confirms nothing, and leaves the head "normal"."""
-    site = parse_site((
-        "site: row-levels\nzones:\n"
-        "  - {id: w, building: a, floor: 1, polygon: [[0,0],[30,0],[30,12],[0,12]]}\n"
-        "devices:\n"
-        "  - {id: s9, kind: smoke, floor: 1, x: 9, y: 6}\n"
-        "  - {id: s15, kind: smoke, floor: 1, x: 15, y: 6}\n"
-        "  - {id: s21, kind: smoke, floor: 1, x: 21, y: 6}\n"
-        "responders:\n  - {id: g, tier: 0}\n"), "row-levels.yaml")
+    site = _row_of_three("row-levels", "{id: s21, kind: smoke, floor: 1, x: 21, y: 6}")
 
     def run(levels: bool) -> Sim:
         sim = Sim(site)
