@@ -29,14 +29,21 @@ def small_disk(tmp_path: Path):
 
 
 def fill(path: Path) -> None:
-    with path.open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError:
-            pass
+    """Fill the filesystem to its last byte. Unbuffered: a buffered file left the bytes of
+    a partial write in its buffer, and closing it raised ENOSPC (seen once in CI)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1 << 9, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def test_full_disk_pages_anyway_and_journals_later(small_disk: Path, tmp_path: Path,
