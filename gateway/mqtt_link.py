@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import select
 import socket
@@ -461,6 +462,19 @@ class MqttLink:
             log.warning("mqtt publish failed", topic=topic, error=str(exc))
             return False
         return True
+
+    def start_publish(self, topic: str, payload: bytes, *, retain: bool = False
+                      ) -> asyncio.Task[None] | None:
+        """Publish under the site prefix (QoS 1) as a task that ends with the PUBACK, however
+        late; None when the link is down. For the outbox: a publish that outlasts its
+        caller's patience is still in paho's hands, and must not be sent a second time
+        while this connection lasts (runtime._flush_outbox)."""
+        client = self.client
+        if client is None:
+            return None
+        return asyncio.get_running_loop().create_task(
+            client.publish(self.prefix + topic, payload, qos=1, retain=retain,
+                           timeout=math.inf))
 
     async def say_offline(self) -> None:
         """Clean stop: the last will only fires on an unclean one."""

@@ -35,7 +35,7 @@ from gateway.feeds import FeedHub
 from gateway.flood_guard import FloodGuard
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxClient, InfluxError, InfluxTarget, format_point
-from gateway.journal import Journal
+from gateway.journal import Journal, OutboxItem
 from gateway.metrics import Metrics
 from gateway.model import NS, Decisions, DeviceState, Refused, Step
 from gateway.mqtt_link import (
@@ -68,6 +68,7 @@ BROKER_QUIET_S = 300.0  # trouble/broker clears this long after the broker's las
 # finished incidents rebuilt at start, so an answer redelivered after a restart is refused
 # as late (late_ack, late_close), not as unknown; a few dozen happen in an hour
 RESTORE_FINISHED = 200
+PUBLISH_WAIT_S = 5.0  # an outbox publish without its PUBACK this long is kept in flight
 STOP_GRACE_S = 5.0  # a task still running this long after its cancel is named and left
 
 
@@ -101,6 +102,9 @@ class Gateway:
         self._unjournaled_page = 0  # negative ids for pages sent while the journal fails
         self._sends: set[asyncio.Task[None]] = set()  # publishes in flight (see _background)
         self._sent_not_cleared: set[int] = set()  # outbox rows sent, not yet deleted
+        # outbox rows whose publish outlasted PUBLISH_WAIT_S: (connection, its task)
+        self._handed: dict[int, tuple[int, asyncio.Task[None]]] = {}
+        self._closing = False  # stopping: a kept publish that ends starts no flush
         self._dropped_seen: int | None = None  # the broker's drop counter at our last look
         self._dropping_since: int | None = None  # trouble/broker raised at (ns)
         self._dropping_last: int = 0  # last increase (ns)
@@ -205,8 +209,11 @@ class Gateway:
             while (self.urgent or self.normal) and self.clock() < drain_until:
                 await self._process_batch()
             await self._process_batch()
-            if self._sends:  # what the last batches handed to the broker, briefly
-                await asyncio.wait(list(self._sends), timeout=2.0)
+            self._closing = True
+            kept = [t for _, t in self._handed.values()]
+            if self._sends or kept:  # what the last batches handed to the broker, briefly
+                await asyncio.wait([*self._sends, *kept], timeout=2.0)
+            self._forget_kept()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(3):
                     await self.forwarder.flush()
@@ -713,7 +720,7 @@ class Gateway:
                     if inc is None or inc.state != OPEN:
                         sent.append(item.id)  # decided meanwhile: a stale request must not linger
                         continue
-                if not await self.mqtt.publish(item.topic, item.payload, retain=item.retain):
+                if not await self._publish_row(item):
                     link_down = True  # the rest stays in the outbox for the next connect
                     continue
                 sent.append(item.id)
@@ -721,6 +728,56 @@ class Gateway:
                     self.metrics.inc("pages")
                     self._clear_outbox(sent)
             self._clear_outbox(sent)
+
+    def _forget_kept(self) -> None:
+        """At a stop: clear the rows whose kept publish the broker took; the rest go out
+        again at the next start (at least once)."""
+        delivered = []
+        for row, (_, task) in list(self._handed.items()):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                delivered.append(row)
+            else:
+                task.cancel()
+        self._handed.clear()
+        self._clear_outbox(delivered)
+
+    def _kept_done(self, _task: asyncio.Task[None]) -> None:
+        if not self._closing:  # its row is cleared (or sent again) by a flush
+            self._background(self._flush_outbox())
+
+    async def _publish_row(self, item: OutboxItem) -> bool:
+        """Publish one outbox row; True once the broker has it.
+
+        A publish that gets no PUBACK within ``PUBLISH_WAIT_S`` on a live connection (a
+        broker too busy) is not given up: paho still sends it. Its task is kept, and until
+        it ends the row is not published again on that connection (a second copy was a
+        duplicate page). It ends with the PUBACK (the row is then cleared, by the flush its
+        end starts) or with the connection (the row goes out again on the next one).
+        """
+        kept = self._handed.get(item.id)
+        if kept is not None:
+            generation, task = kept
+            if not task.done():
+                if generation == self.mqtt.generation:
+                    return False  # still in flight on this connection
+                task.cancel()  # its connection is gone, and the copy with it
+            del self._handed[item.id]
+            if task.done() and not task.cancelled() and task.exception() is None:
+                return True  # the broker took it late
+        generation = self.mqtt.generation
+        task = self.mqtt.start_publish(item.topic, item.payload, retain=item.retain)
+        if task is None:
+            return False
+        done, _ = await asyncio.wait({task}, timeout=PUBLISH_WAIT_S)
+        if not done:
+            log.warning("mqtt publish slow; kept in flight", topic=item.topic)
+            self._handed[item.id] = (generation, task)
+            task.add_done_callback(self._kept_done)
+            return False
+        if task.exception() is not None:
+            log.warning("mqtt publish failed", topic=item.topic, error=str(task.exception()))
+            return False
+        return True
 
     def _clear_outbox(self, ids: list[int]) -> None:
         if not ids:
