@@ -74,3 +74,68 @@ def encode(sig: Signal) -> bytes:
         if v is not None:
             body[key] = v
     return orjson.dumps(body)
+
+
+# ------------------------------------------------------------ alarm receipts
+#
+# QoS 1 is hop by hop: the broker's PUBACK says the broker has the alarm, not that the
+# gateway does. Mosquitto writes what it holds to disk every autosave_interval, so a
+# power cut of the broker loses the alarms it acknowledged since. The receipt closes
+# the loop end to end (docs/mqtt.md, "Alarm receipts"): the gateway puts the `ts` of
+# the latest alarm it heard from a device in that device's retained `device/<id>`, and
+# a device keeps its alarm, sending it again on every reconnect and every RESEND_S,
+# until that receipt names it.
+
+RESEND_S = 30.0  # a kept alarm goes out again this often while no receipt names it
+
+
+def receipt_ts(payload: bytes) -> float | None:
+    """The device's own ``ts`` of the latest alarm the gateway heard (``alarm_ts``).
+
+    From a ``device/<device>`` payload; None when it carries none or does not parse
+    (a device must not stop over a bad retained message: it simply keeps its alarm).
+    """
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    ts = body.get("alarm_ts") if isinstance(body, dict) else None
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return None
+    return float(ts)
+
+
+class KeptAlarm:
+    """One device's side of the receipt: which alarm is still unconfirmed, and when to resend.
+
+    Sans-IO, times passed in: ``raised`` when the device alarms (its payload must carry
+    ``ts``), ``heard`` with every ``device/<id>`` payload, ``due`` to learn whether the
+    kept alarm should go out again now (``reconnected``: the first call after a new
+    connection, when it always should).
+    """
+
+    __slots__ = ("_next", "resend_s", "ts")
+
+    def __init__(self, resend_s: float = RESEND_S) -> None:
+        self.ts: float | None = None
+        self.resend_s = resend_s
+        self._next = math.inf
+
+    def raised(self, ts: float, now: float) -> None:
+        self.ts = ts
+        self._next = now + self.resend_s
+
+    def heard(self, payload: bytes) -> bool:
+        """True if this payload is the receipt for the kept alarm (which is then let go)."""
+        got = receipt_ts(payload)
+        if self.ts is None or got is None or got < self.ts:
+            return False
+        self.ts, self._next = None, math.inf
+        return True
+
+    def due(self, now: float, reconnected: bool = False) -> float | None:
+        """The kept alarm's ``ts`` if it should be sent again now, else None."""
+        if self.ts is None or not (reconnected or now >= self._next):
+            return None
+        self._next = now + self.resend_s
+        return self.ts

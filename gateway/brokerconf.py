@@ -3,7 +3,8 @@
 Every client of the site's broker logs in as itself, and the ACL lets it write only
 what it speaks for (see docs/security.md):
 
-- a native MQTT device (username = device id) writes exactly ``signal/<its id>``;
+- a native MQTT device (username = device id) writes exactly ``signal/<its id>`` and
+  reads ``device/<its id>`` (the receipt of its alarms);
 - a responder (username = responder id) writes ``page/<its id>/ack`` and
   ``incident/+/close`` and reads ``page/<its id>``, ``incident/#`` and ``status``;
   a grid worker (tier 0) also writes ``confirm/+/reply`` and reads ``confirm/#``;
@@ -118,7 +119,9 @@ def broker_users(site: Site, *, dutyroom: bool = True,
         users.append(BrokerUser(name, "feed", read=[f"{base}/#"], write=[f"{base}/#"]))
     for d in site.devices:
         if d.feed is None:  # devices on other feeds never log in to the broker themselves
-            users.append(BrokerUser(d.id, "device", write=[f"{p}signal/{d.id}"]))
+            # it reads its own device/<id> for the receipt of its alarms (docs/mqtt.md)
+            users.append(BrokerUser(d.id, "device", write=[f"{p}signal/{d.id}"],
+                                    read=[f"{p}device/{d.id}"]))
     for r in site.responders:
         user = BrokerUser(
             r.id, "worker" if r.tier == 0 else "responder",

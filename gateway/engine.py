@@ -26,7 +26,7 @@ import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -224,14 +224,24 @@ class Engine(Clustering):
         out = Decisions()
         received = received_ns or now_ns
         self._heard(device, now_ns, out)
+        # receipts are the native feed's (docs/mqtt.md): a panel's or a bridge's clock
+        # may stamp two alarms of a point with the same second
+        receipt = sig.ts if sig.state == "alarm" and device.feed is None else None
+        prev = self.device_states.get(device.id)
+        if receipt is not None and prev is not None and prev.alarm_ts is not None \
+                and receipt <= prev.alarm_ts:
+            # an alarm heard before, sent again because its receipt did not reach the
+            # device (a broker crash, docs/mqtt.md): the receipt again, nothing else
+            out.publishes.append(Publish(f"device/{device.id}", prev.payload(), retain=True))
+            return out
         if self._disabled(device, received):
-            self._device_state(device, "disabled", now_ns, out)
+            self._device_state(device, "disabled", now_ns, out, receipt=receipt)
             return out
         if sig.state == "fault":
             self.fault_signalled.add(device.id)
         elif sig.state in ("clear", "alarm"):
             self.fault_signalled.discard(device.id)
-        self._device_state(device, _DEVICE_STATE[sig.state], now_ns, out)
+        self._device_state(device, _DEVICE_STATE[sig.state], now_ns, out, receipt=receipt)
         if sig.value is not None and device.kind in ANALOG_BAND and sig.state != "fault":
             self._analog_reading(device, sig.value, received, now_ns, out,
                                  alarm=sig.state == "alarm")
@@ -627,11 +637,13 @@ class Engine(Clustering):
 
     def _device_state(self, device: Device, state: str | None, now_ns: int,
                       out: Decisions, *, troubles: set[str] | None = None,
-                      detail: str = "") -> None:
+                      detail: str = "", receipt: float | None = None) -> None:
         """Set a device's signal state (``state``) and/or its troubles; publish on change.
 
         ``device/<id>`` changes with the public state; ``trouble/<id>`` whenever the set
         of troubles (a ``fault`` signal counts as one) changes, empty once none is left.
+        ``receipt``, the ``ts`` of an alarm just heard, is put in ``device/<id>`` as
+        ``alarm_ts``, which is then published even if nothing else changed.
         """
         prev = self.device_states.get(device.id)
         if state is None and troubles is None:
@@ -644,16 +656,21 @@ class Engine(Clustering):
             have.add("fault")
         new_troubles = ordered(have)
         public = public_state(sig_state, have)
-        if prev is not None and prev.state == public and prev.troubles == new_troubles:
+        changed = prev is None or prev.state != public or prev.troubles != new_troubles
+        if not changed and receipt is None:
             return
         if prev is None and public == "normal" and not new_troubles and state is None:
             return  # nothing to say about a device never seen in trouble
+        alarm_ts = receipt if receipt is not None else prev.alarm_ts if prev else None
         keep = detail or (prev.detail if prev and new_troubles else "")
-        ds = DeviceState(device.id, public, now_ns, device.kind, new_troubles, keep)
+        if changed:
+            ds = DeviceState(device.id, public, now_ns, device.kind, new_troubles, keep, alarm_ts)
+        else:  # only the receipt is new: the state keeps its time
+            assert prev is not None
+            ds = replace(prev, alarm_ts=alarm_ts)
         self.device_states[device.id] = ds
         out.devices.append(ds)
-        if prev is None or prev.state != public or prev.troubles != new_troubles:
-            out.publishes.append(Publish(f"device/{device.id}", ds.payload(), retain=True))
+        out.publishes.append(Publish(f"device/{device.id}", ds.payload(), retain=True))
         if new_troubles != (prev.troubles if prev else ()):
             out.publishes.append(trouble_publish(device.id, new_troubles, now_ns, keep))
 

@@ -98,7 +98,8 @@ class Journal:
             for ds in devices:
                 cur.execute("INSERT OR REPLACE INTO devices(device, body) VALUES (?, ?)",
                             (ds.device, orjson.dumps([ds.state, ds.since_ns, ds.kind,
-                                                      list(ds.troubles), ds.detail])))
+                                                      list(ds.troubles), ds.detail,
+                                                      ds.alarm_ts])))
             cur.executemany("INSERT INTO records(line) VALUES (?)", [(r,) for r in records])
             cur.execute("COMMIT")
         except BaseException:
@@ -136,7 +137,8 @@ class Journal:
             state, since_ns, kind, *rest = orjson.loads(body)  # older rows have 3 fields
             troubles = tuple(rest[0]) if rest else ()
             detail = rest[1] if len(rest) > 1 else ""
-            out.append(DeviceState(device, state, since_ns, kind, troubles, detail))
+            alarm_ts = rest[2] if len(rest) > 2 else None
+            out.append(DeviceState(device, state, since_ns, kind, troubles, detail, alarm_ts))
         return out
 
     def counter(self) -> int:

@@ -115,12 +115,16 @@ class DeviceState:
     kind: str | None = None
     troubles: tuple[str, ...] = ()  # gateway.supervision.TROUBLE_ORDER, most severe first
     detail: str = ""  # why, for a trouble: "silent for 65 s (heartbeat 60 s)"
+    # the device's own ts of the latest alarm heard from it: its receipt (docs/mqtt.md)
+    alarm_ts: float | None = None
 
     def payload(self) -> bytes:
         body: dict[str, Any] = {"device": self.device, "state": self.state, "kind": self.kind,
                                 "since": self.since_ns / NS}
         if self.troubles:
             body["troubles"] = list(self.troubles)
+        if self.alarm_ts is not None:
+            body["alarm_ts"] = self.alarm_ts
         return orjson.dumps(body)
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.page import ACK_STATUSES, Ack, AckError, decode_mqtt_ack, encode_mqtt_ack
-from drivers.native import MAX_PAYLOAD, decode, encode
+from drivers.native import MAX_PAYLOAD, KeptAlarm, decode, encode, receipt_ts
 from drivers.signal import STATES, PayloadError, Signal
 from gateway.config import DEVICE_KINDS
 
@@ -140,6 +140,31 @@ def test_deep_nesting_is_a_payload_error() -> None:
 def test_a_long_bad_value_is_not_echoed_whole() -> None:
     msg = bad(orjson.dumps({"state": "s" * 3000}), "state")
     assert "s" * 100 not in msg
+
+
+# ------------------------------------------------------------ native: alarm receipts
+
+
+def test_a_kept_alarm_goes_out_again_until_its_receipt() -> None:
+    k = KeptAlarm(resend_s=30)
+    assert k.due(0.0, reconnected=True) is None  # nothing kept
+    k.raised(1000.5, now=0.0)
+    assert k.due(10.0) is None  # sent just now
+    assert k.due(12.0, reconnected=True) == 1000.5  # a new connection: at once
+    assert k.due(20.0) is None and k.due(42.5) == 1000.5  # then every 30 s
+    assert not k.heard(b'{"device":"d","state":"alarm","since":5.0}')  # no alarm_ts
+    assert not k.heard(b'{"state":"alarm","alarm_ts":999.0}')  # an older alarm's receipt
+    assert not k.heard(b"not json") and not k.heard(b"[1]") and not k.heard(b"")
+    assert k.due(80.0) == 1000.5
+    assert k.heard(b'{"state":"normal","alarm_ts":1000.5}')
+    assert k.ts is None and k.due(1e9, reconnected=True) is None
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_receipt_ts_never_raises(payload: bytes) -> None:
+    got = receipt_ts(payload)
+    assert got is None or math.isfinite(got)
 
 
 # --------------------------------------------------------------- native: properties

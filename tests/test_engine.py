@@ -586,6 +586,39 @@ def test_an_alarm_after_close_opens_a_new_incident() -> None:
     assert second != first
 
 
+def test_the_receipt_names_the_alarm_and_a_resent_alarm_opens_nothing() -> None:
+    """docs/mqtt.md, alarm receipts: device/<id> carries the alarm's own ts (alarm_ts);
+    the same alarm sent again (a broker crash lost the receipt) is answered with the
+    receipt and changes nothing, even once its incident is closed; a newer one opens."""
+    sim = Sim()
+    ts = 1_699_999_999.25  # the device's clock, a little behind the gateway's
+    d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts), at(0)))
+    inc = one(d, "detected").incident
+    body = payload(d, "device/smk-301")
+    assert body["state"] == "alarm" and body["alarm_ts"] == ts
+    since = body["since"]
+    sim.close(inc, "w-07", t=5)
+    d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts), at(6)))
+    assert d.steps == [] and sim.engine.open_incidents() == []
+    again = payload(d, "device/smk-301")
+    assert again["alarm_ts"] == ts and again["since"] == since  # the same state, re-sent
+    d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts + 10), at(10)))
+    assert one(d, "detected").incident != inc
+    assert payload(d, "device/smk-301")["alarm_ts"] == ts + 10
+
+
+def test_a_receipt_is_published_even_when_the_state_stays_alarm() -> None:
+    """A second alarm from a device already in alarm (its clear was lost) still gets its
+    receipt, or the device would send it forever."""
+    sim = Sim()
+    sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=100.0), at(0)))
+    d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=200.0), at(3)))
+    assert payload(d, "device/smk-301")["alarm_ts"] == 200.0
+    assert [ds.state for ds in d.devices] == ["alarm"]
+    d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm"), at(4)))  # no ts: no receipt
+    assert publishes(d, "device/smk-301") == []
+
+
 # ------------------------------------------------------------------ refused inputs
 
 

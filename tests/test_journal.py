@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.journal import Journal
-from gateway.model import NS, Step
+from gateway.model import NS, DeviceState, Step
 
 DAY = 86400 * NS
 
@@ -28,6 +28,19 @@ def test_commit_outbox_records_and_reopen(tmp_path: Path) -> None:
     assert j.records_after(0) == [(1, "m f=1 1")]
     j.forget_records(1)
     assert j.pending_records() == 0
+
+
+def test_device_states_keep_their_receipt_across_a_restart(tmp_path: Path) -> None:
+    """A restarted gateway still knows which alarm it heard last from each device, so a
+    device sending that alarm again (no receipt reached it) does not open a new incident."""
+    j = Journal(tmp_path / "j.sqlite3")
+    j.commit([], devices=[DeviceState("smk-1", "alarm", 5 * NS, "smoke", alarm_ts=1234.5),
+                          DeviceState("co-1", "trouble", 6 * NS, "co", ("battery_low",), "low")])
+    j.close()
+    j = Journal(tmp_path / "j.sqlite3")
+    got = {d.device: d for d in j.devices()}
+    assert got["smk-1"].alarm_ts == 1234.5 and got["smk-1"].state == "alarm"
+    assert got["co-1"].alarm_ts is None and got["co-1"].troubles == ("battery_low",)
 
 
 def test_prune_keeps_open_and_unforwarded_steps(tmp_path: Path) -> None:

@@ -189,7 +189,8 @@ def test_brokerconf_writes_explicit_acls_and_secret_credentials(lab: Lab,
                                                                 tmp_path: Path) -> None:
     acl = (lab.auth / "acl").read_text()
     block = acl.split("user smk-a1\n", 1)[1].split("\n\n", 1)[0]
-    assert block.strip() == f"topic write {P}signal/smk-a1"
+    assert block.strip().splitlines() == [f"topic write {P}signal/smk-a1",
+                                          f"topic read {P}device/smk-a1"]  # its receipts
     guard = acl.split("user guard-1\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert f"topic write {P}page/guard-1/ack" in guard
     assert not [ln for ln in guard if "confirm" in ln], "only grid workers answer confirms"
@@ -350,17 +351,19 @@ def test_reads_are_limited_to_what_each_login_needs(lab: Lab) -> None:
     duty = SecureProbe(lab, "dutyroom")
     try:
         for topic in ("signal/smk-a2", "page/squad-1", "confirm/inc-2", "incident/inc-2",
-                      "page/guard-1"):
+                      "page/guard-1", "device/smk-a2", "device/smk-a1"):
             publish(gateway, topic, {"incident": "inc-2"})
-        duty.wait(lambda m: m.topic == "page/guard-1")
+        duty.wait(lambda m: m.topic == "device/smk-a1")
         guard.wait(lambda m: m.topic == "page/guard-1")
         worker.wait(lambda m: m.topic == "incident/inc-2")
+        device.wait(lambda m: m.topic == "device/smk-a1")
         time.sleep(0.2)
-        assert device.topics() == []  # eavesdropping on the site tree: nothing
+        assert device.topics() == ["device/smk-a1"]  # its own receipts, nothing else
         assert guard.topics() == ["incident/inc-2", "page/guard-1"]
         assert worker.topics() == ["confirm/inc-2", "incident/inc-2"]
         assert duty.topics() == ["signal/smk-a2", "page/squad-1", "confirm/inc-2",
-                                 "incident/inc-2", "page/guard-1"]
+                                 "incident/inc-2", "page/guard-1", "device/smk-a2",
+                                 "device/smk-a1"]
     finally:
         for p in (device, guard, worker, duty):
             p.close()
