@@ -624,6 +624,33 @@ def _native() -> Harness:
                        MAX_PAYLOAD * 2, check)
 
 
+def _receipt() -> Harness:
+    """The device side of the alarm receipt: a retained device/<id> read by a detector."""
+    from drivers.native import KeptAlarm, receipt_ts
+
+    def call(data: bytes) -> float | None:
+        got = receipt_ts(data)
+        kept = KeptAlarm(resend_s=30.0)
+        kept.raised(1700000000.25, now=0.0)
+        named = kept.heard(data)
+        assert named == (got is not None and got >= 1700000000.25), (got, named)
+        assert (kept.due(1.0, reconnected=True) is None) == named
+        return got
+
+    def check(got: Any, data: bytes) -> None:
+        assert got is None or (type(got) is float and math.isfinite(got)), got
+
+    seeds: list[Any] = [
+        {"device": "smk-301", "state": "alarm", "kind": "smoke", "since": 1700000000.5,
+         "alarm_ts": 1700000000.25},
+        {"device": "smk-301", "state": "normal", "kind": "smoke", "since": 1700000001.0},
+        {"device": "smk-301", "state": "fault", "troubles": ["fault"], "alarm_ts": 1e300},
+    ]
+    vocab = ["alarm", "normal", "disabled", 1700000000.25, 1700000000.2499, 0, -1, 1e308, True]
+    keys = ["device", "state", "kind", "since", "alarm_ts", "troubles"]
+    return JsonHarness(call, (), seeds, vocab, keys, 4096, check)
+
+
 def _mqtt_ack() -> Harness:
     from alerting.page import ACK_STATUSES, MAX_ACK, AckError, decode_mqtt_ack, encode_mqtt_ack
 
@@ -3796,6 +3823,9 @@ class Target:
 TARGETS: list[Target] = [
     Target("native", "drivers.native.decode", 0.09, _native),
     Target("mqtt-ack", "alerting.page.decode_mqtt_ack", 0.05, _mqtt_ack),
+    Target("receipt", "drivers.native.receipt_ts + KeptAlarm.heard (device side)", 0.02,
+           _receipt, "a device reading its retained device/<id>; the receipt must name "
+           "exactly the alarms at or before alarm_ts"),
     Target("runtime-parse", "gateway.runtime.Gateway._parse", 0.08, lambda: ParseHarness()),
     Target("engine", "gateway.engine.Engine via Gateway._parse", 0.07, lambda: EngineHarness(),
            "1 input = 1 message (through Gateway._parse) + usually a tick, in episodes"),
@@ -4215,9 +4245,15 @@ def plan(targets: list[Target], inputs: int, per_target: int | None,
     """How many inputs each shard of each target runs."""
     built = [t for t in targets if t.harness is not None]
     total_share = sum(t.share for t in built) or 1.0
+    # --inputs is the total: largest remainders, so rounding neither adds nor loses any
+    exact = [inputs * t.share / total_share for t in built]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(built)), key=lambda i: counts[i] - exact[i])[
+            :max(0, inputs - sum(counts))]:
+        counts[i] += 1
     out = []
-    for t in built:
-        n = per_target if per_target is not None else max(1, round(inputs * t.share / total_share))
+    for t, share_n in zip(built, counts, strict=True):
+        n = per_target if per_target is not None else max(1, share_n)
         shards = max(1, min(jobs, n // 200))
         sizes = [n // shards + (1 if k < n % shards else 0) for k in range(shards)]
         out.append((t, sizes))
