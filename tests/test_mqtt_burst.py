@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -67,9 +68,9 @@ def test_a_backlog_is_read_in_bursts_in_order_once(tmp_path: Path, mosquitto: Mo
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     real_more = link_mod._more
 
-    def counting(sock: object) -> bool:
+    def counting(sock: object, before: object = None) -> bool:
         counting.calls += 1  # type: ignore[attr-defined]
-        more = real_more(sock)
+        more = real_more(sock, before)
         counting.ends += 0 if more else 1  # type: ignore[attr-defined]
         return more
 
@@ -91,3 +92,21 @@ def test_a_backlog_is_read_in_bursts_in_order_once(tmp_path: Path, mosquitto: Mo
     # acknowledged: the same session gets nothing again
     again = asyncio.run(_read(mosquitto.url, 0))
     assert again == []
+
+
+def test_a_bulk_burst_gives_way_when_the_alarm_lane_has_bytes() -> None:
+    """The bulk lane reads on while its socket has data, but not once the alarm lane's
+    socket has some: the event loop then turns to the alarm lane (docs/faults.md)."""
+    bulk_r, bulk_w = socket.socketpair()
+    lane_r, lane_w = socket.socketpair()
+    try:
+        assert not link_mod._more(bulk_r, lane_r)  # nothing to read anywhere
+        bulk_w.sendall(b"x" * 100)
+        assert link_mod._more(bulk_r, lane_r) and link_mod._more(bulk_r)
+        lane_w.sendall(b"\x30")  # an alarm lane packet arrives mid-burst
+        assert not link_mod._more(bulk_r, lane_r), "the burst must end for the alarm lane"
+        assert link_mod._more(bulk_r), "without a lane to give way to, it reads on"
+        assert not link_mod._more(None, lane_r)
+    finally:
+        for s in (bulk_r, bulk_w, lane_r, lane_w):
+            s.close()
