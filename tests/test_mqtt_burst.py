@@ -110,3 +110,43 @@ def test_a_bulk_burst_gives_way_when_the_alarm_lane_has_bytes() -> None:
     finally:
         for s in (bulk_r, bulk_w, lane_r, lane_w):
             s.close()
+
+
+def test_the_bulk_lane_watches_the_alarm_lanes_socket(mosquitto: Mosquitto) -> None:
+    """Wired as the gateway runs them: the bulk lane's bursts ask about the alarm lane's
+    live socket (after a reconnect too, since it is looked up each time); the alarm lane
+    gives way to nobody."""
+
+    async def run() -> None:
+        target = MqttTarget.parse(mosquitto.url)
+        connected = asyncio.Event()
+
+        async def on_connect() -> None:
+            connected.set()
+
+        async def nothing() -> None:
+            return None
+
+        alarm = MqttLink(target, "lanes", lambda *a: None, on_connect, time.time_ns,
+                         "lanes-gw", subscriptions=["signal/smk-1"])
+        bulk = MqttLink(target, "lanes", lambda *a: None, nothing, time.time_ns,
+                        "lanes-gw-bulk", subscriptions=["signal/#"], lane=1,
+                        announce=False, peer=alarm)
+        alarm.peer = bulk
+        tasks = [asyncio.create_task(link.run()) for link in (alarm, bulk)]
+        try:
+            await asyncio.wait_for(connected.wait(), 10)
+            for _ in range(100):
+                if bulk.client is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert bulk.client is not None and alarm.client is not None
+            live = alarm.client._client.socket()
+            assert live is not None and bulk.client.yield_to() is live
+            assert alarm.client.yield_to is None
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
