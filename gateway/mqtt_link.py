@@ -249,12 +249,16 @@ class _BurstClient(aiomqtt.Client):
 
     # the bulk lane's client: the alarm lane's socket, whose data ends a burst early
     yield_to: Callable[[], Any] | None = None
+    # either lane: True when urgent input waits to be processed, which ends a burst
+    stop_when: Callable[[], bool] | None = None
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         def callback() -> None:
             try:
                 for _ in range(MAX_BURST):
                     client.loop_read()
+                    if self.stop_when is not None and self.stop_when():
+                        break
                     if not _more(client.socket(), self.yield_to() if self.yield_to else None):
                         break
             except Exception as exc:  # aiomqtt's own handling: the connection is gone
@@ -312,6 +316,8 @@ class MqttLink:
         self.announce = announce  # the retained status and its last will (the gateway's own)
         self.broker_drops = broker_drops  # read the broker's dropped-message count
         self.peer = peer  # the other lane, which acknowledges its own tokens
+        # set by the runtime: urgent input is waiting, so a read burst ends at once
+        self.burst_stop: Callable[[], bool] | None = None
         self.name = "mqtt" if lane == 0 else "mqtt bulk"  # in log lines: "mqtt bulk connected"
         self.client: aiomqtt.Client | None = None  # connected: publish on it
         self._reading: aiomqtt.Client | None = None  # connecting or connected: ack on it
@@ -351,6 +357,7 @@ class MqttLink:
         client.pending_calls_threshold = 100_000
         if self.lane == 1:  # the bulk lane gives way to the alarm lane between packets
             client.yield_to = self._peer_socket
+        client.stop_when = self.burst_stop
         return client
 
     def _peer_socket(self) -> Any:

@@ -133,6 +133,10 @@ class Gateway:
             self.mqtt.peer = self.bulk
         self.flood = FloodGuard()  # devices sending hundreds of messages a second
         self.urgent: deque[Inbound] = deque()
+        # an alarm read in a burst is processed before the rest of the burst is read
+        for link in (self.mqtt, self.bulk):
+            if link is not None:
+                link.burst_stop = self.urgent.__len__
         self.normal: deque[Inbound] = deque()
         self._wake = asyncio.Event()
         self.forwarder: Forwarder | None = None

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -37,7 +38,7 @@ def test_the_override_matches_the_pinned_aiomqtt() -> None:
     assert "loop_read" in inspect.getsource(aiomqtt.Client._on_socket_open)
 
 
-async def _read(url: str, want: int) -> list[str]:
+async def _read(url: str, want: int, stop: Any = None) -> list[str]:
     got: list[str] = []
     done = asyncio.Event()
     link: MqttLink
@@ -52,6 +53,7 @@ async def _read(url: str, want: int) -> list[str]:
         return None
 
     link = MqttLink(MqttTarget.parse(url), "burst", handler, nothing, time.time_ns)
+    link.burst_stop = stop
     task = asyncio.create_task(link.run())
     try:
         await asyncio.wait_for(done.wait(), 30 if want else 1.5)
@@ -150,3 +152,44 @@ def test_the_bulk_lane_watches_the_alarm_lanes_socket(mosquitto: Mosquitto) -> N
             await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(run())
+
+
+def test_urgent_input_ends_a_burst_and_nothing_is_lost(mosquitto: Mosquitto,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's burst_stop (urgent input waiting) ends each burst after the packet
+    that brought it; the rest is read on the next wake-ups, all of it, in order."""
+    asked: list[int] = []
+    monkeypatch.setattr(link_mod, "_more", lambda *a: asked.append(1) or True)
+    asyncio.run(_read(mosquitto.url, 0))  # the session exists, then is down
+    n = 200
+    lines = "".join(f'{{"state":"alarm","value":{i}}}\n' for i in range(n))
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1",
+                    "-l", "-t", "firegrid/burst/signal/smk-1"], input=lines.encode(),
+                   check=True, timeout=60)
+    stops: list[int] = []
+    asked.clear()
+    got = asyncio.run(_read(mosquitto.url, n, stop=lambda: stops.append(1) or True))
+    assert got == [f'{{"state":"alarm","value":{i}}}' for i in range(n)], "all, in order"
+    assert len(stops) >= n and not asked, "each burst ended before asking for more"
+
+
+def test_the_gateway_wires_both_lanes_to_its_urgent_queue(tmp_path: Path) -> None:
+    """``firegrid run``'s Gateway: each lane's bursts end while urgent input waits, and
+    the bulk lane watches the alarm lane (nothing connects here)."""
+    from gateway.config import load_site
+    from gateway.influx import InfluxTarget
+    from gateway.runtime import Gateway
+
+    site = load_site(ROOT / "configs" / "taibai-demo.yaml")
+    gw = Gateway(site, MqttTarget.parse("mqtt://127.0.0.1:1"),
+                 InfluxTarget.parse("http://127.0.0.1:1/firegrid"), tmp_path / "j.sqlite3")
+    try:
+        assert gw.bulk is not None and gw.bulk.peer is gw.mqtt
+        for link in (gw.mqtt, gw.bulk):
+            stop = link.burst_stop
+            assert stop is not None and not stop()
+            gw.urgent.append(object())  # type: ignore[arg-type]
+            assert stop()
+            gw.urgent.clear()
+    finally:
+        gw.journal.close()
