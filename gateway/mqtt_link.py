@@ -325,6 +325,7 @@ class MqttLink:
         self.reconnects = 0
         self.generation = 0
         self.connected_ns: int | None = None  # when the current connection came up
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiomqtt.Client:
         link = self
@@ -439,6 +440,29 @@ class MqttLink:
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def forget(self, topic: str) -> None:
+        """Unsubscribe ``topic`` (under the prefix) now and at every later connect.
+
+        MQTT cannot list a session's subscriptions: one left over from an older setup is
+        found when a message arrives on it. Called from the message handler, so the
+        UNSUBSCRIBE goes out from a task of its own.
+        """
+        if topic in self.unsubscribe:
+            return
+        self.unsubscribe.append(topic)
+        if self.client is not None:
+            task = asyncio.ensure_future(self._unsubscribe(self.client, topic))
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
+
+    async def _unsubscribe(self, client: aiomqtt.Client, topic: str) -> None:
+        try:
+            await client.unsubscribe(self.prefix + topic)
+        except aiomqtt.MqttError as exc:  # the link is going down: the next connect does it
+            log.warning(f"{self.name} could not unsubscribe", topic=topic, error=str(exc)[:200])
+            return
+        log.info(f"{self.name} unsubscribed a topic left from an older setup", topic=topic)
 
     def _deliver(self, msg: aiomqtt.Message) -> None:
         """One message from the broker, in arrival order, inside paho's read callback.

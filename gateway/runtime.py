@@ -113,7 +113,7 @@ class Gateway:
         # alarm never queues in the broker behind a flood it cannot skip (docs/mqtt.md)
         self.lane_devices = alarm_lane(site)
         lane_topics = [f"signal/{d}" for d in sorted(self.lane_devices)]
-        self.mqtt = MqttLink(mqtt, site.site, self._on_message, self._on_connect, clock,
+        self.mqtt = MqttLink(mqtt, site.site, self._on_lane, self._on_connect, clock,
                              client_id, extra=self.feeds.subscriptions(),
                              external=self._on_external,
                              **({"subscriptions": [*PEOPLE, *lane_topics],
@@ -280,6 +280,23 @@ class Gateway:
                 return
             self.normal.append(item)
         self._wake.set()
+
+    def _on_lane(self, topic: str, payload: bytes, received_ns: int,
+                 token: AckToken | None = None) -> None:
+        """The alarm lane: its devices' topics and people's answers.
+
+        A ``signal/<id>`` for a device not on the lane is a subscription the broker's
+        session kept from an older site file that the journal no longer names (a new
+        journal file): it is unsubscribed now, and once both lanes are up the bulk
+        lane's copy is the one handled, so the message counts once (docs/mqtt.md).
+        """
+        if (self.bulk is not None and topic.startswith("signal/")
+                and topic[7:] not in self.lane_devices):
+            self.mqtt.forget(topic)
+            if self.mqtt.connected.is_set() and self.bulk.connected.is_set():
+                self.mqtt.ack(token)
+                return
+        self._on_message(topic, payload, received_ns, token)
 
     def _on_bulk(self, topic: str, payload: bytes, received_ns: int,
                  token: AckToken | None = None) -> None:

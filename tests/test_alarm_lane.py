@@ -149,3 +149,64 @@ def test_a_device_removed_from_the_site_is_unsubscribed_at_the_next_start(
         broker.stop()
     stop_line = gw.log_text().strip().splitlines()[-1]
     assert "dropped.unknown_device=1" in stop_line, stop_line
+
+
+def test_a_removed_device_left_subscribed_by_a_lost_journal_counts_once(
+        tmp_path: Path, influxdb: InfluxDB) -> None:
+    """With a new journal file the gateway no longer knows what its session subscribed.
+
+    The broker still sends the removed device's topic to the alarm lane as well as to the
+    bulk lane's ``signal/#``: the alarm lane drops its copy and unsubscribes the topic, so
+    each message is counted once (as an unknown device), and the next start no longer
+    receives it there.
+    """
+    broker = Mosquitto()
+    broker.start(tmp_path / "mosquitto")
+    before = write_site(tmp_path, SITE)
+    (tmp_path / "after").mkdir()
+    after = write_site(tmp_path / "after", "".join(
+        ln for ln in SITE.splitlines(keepends=True) if "id: smk-b1," not in ln))
+    try:
+        gw = GatewayProc(before, broker.url, influxdb.url("alarm_lane4"),
+                         tmp_path / "journal-1.sqlite3", tmp_path / "gateway1.log").start()
+        gw.wait_log("mqtt bulk connected")
+        assert gw.stop() == 0
+        # a new journal file: nothing remembers that smk-b1 was subscribed
+        gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
+                         tmp_path / "journal-2.sqlite3", tmp_path / "gateway2.log").start()
+        gw.wait_log("mqtt bulk connected")
+        probe = Probe(broker.port)
+        try:
+            for _ in range(3):  # the first finds the stale topic; none is counted twice
+                probe.signal("smk-b1")
+            probe.signal("smk-a1")  # behind them on both lanes
+            probe.first_incident("smk-a1")
+            gw.wait_log("unsubscribed a topic left from an older setup")
+            time.sleep(0.5)
+        finally:
+            probe.close()
+        assert gw.stop() == 0
+        first = gw.log_text()
+        # the next start with the same journal: the session no longer holds the topic
+        gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
+                         tmp_path / "journal-2.sqlite3", tmp_path / "gateway3.log").start()
+        gw.wait_log("mqtt bulk connected")
+        probe = Probe(broker.port)
+        try:
+            probe.signal("smk-b1")
+            probe.signal("mcp-a")
+            probe.wait(lambda m: m.topic.startswith("incident/") and bool(m.payload)
+                       and "mcp-a" in m.json().get("devices", []), timeout=20)
+            time.sleep(0.5)
+        finally:
+            probe.close()
+        assert gw.stop() == 0
+    finally:
+        broker.stop()
+    stop_line = first.strip().splitlines()[-1]
+    assert "dropped.unknown_device=3" in stop_line, stop_line
+    assert "smk-b1" in first.split("unsubscribed a topic left from an older setup")[1] \
+        .splitlines()[0]
+    later = gw.log_text()
+    assert "dropped.unknown_device=1" in later.strip().splitlines()[-1], later[-2000:]
+    assert "unsubscribed a topic" not in later, "the stale topic came to the alarm lane again"
