@@ -233,6 +233,7 @@ class Engine(Clustering):
             # an alarm heard before, sent again because its receipt did not reach the
             # device (a broker crash, docs/mqtt.md): the receipt again, nothing else
             out.publishes.append(Publish(f"device/{device.id}", prev.payload(), retain=True))
+            out.repeated.append(device.id)
             return out
         if self._disabled(device, received):
             self._device_state(device, "disabled", now_ns, out, receipt=receipt)

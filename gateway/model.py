@@ -137,6 +137,9 @@ class Decisions:
     pages: list[Page] = field(default_factory=list)
     devices: list[DeviceState] = field(default_factory=list)
     reports: list[CentreReport] = field(default_factory=list)  # to the monitoring centre
+    # devices whose alarm was one already heard, sent again for want of its receipt: the
+    # audit records it as a repeat, so counting alarms counts it once (docs/audit.md)
+    repeated: list[str] = field(default_factory=list)
 
     def extend(self, other: Decisions) -> None:
         self.steps.extend(other.steps)
@@ -144,6 +147,7 @@ class Decisions:
         self.pages.extend(other.pages)
         self.devices.extend(other.devices)
         self.reports.extend(other.reports)
+        self.repeated.extend(other.repeated)
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.publishes or self.pages or self.devices

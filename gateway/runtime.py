@@ -566,7 +566,13 @@ class Gateway:
             return
         device = self.site.device(sig.device)
         kind = device.kind if device else (sig.kind or "")
-        fields: dict[str, float | str] = {"n": 1.0}
+        # an alarm sent again for want of its receipt is kept, marked, and not counted
+        repeat = sig.device in decided.repeated
+        fields: dict[str, float | str] = {"n": 0.0 if repeat else 1.0}
+        if repeat:
+            fields["repeat"] = 1.0
+        if sig.ts is not None:  # the device's own clock, for comparison: never T0
+            fields["device_ts"] = float(sig.ts)
         if sig.value is not None:
             fields["value"] = sig.value
         for key, value in sig.meta:  # a camera's box, score and zones

@@ -404,6 +404,15 @@ def test_signals_and_health_reach_influx_and_a_full_journal_raises_trouble(
         sig = wait_for(lambda: [r for r in rows("signal") if r["device"] == "smk-a1"], 10,
                        "signal point")
         assert sig[0]["state"] == "alarm" and sig[0]["kind"] == "smoke"
+        # an alarm with the device's clock, then the same alarm again (its receipt lost):
+        # both recorded, the repeat marked and not counted, so sum("n") counts one alarm
+        probe.signal("smk-a2", ts=1_800_000_000.5)
+        probe.wait(lambda m: m.topic == "device/smk-a2" and m.json().get("alarm_ts"))
+        probe.signal("smk-a2", ts=1_800_000_000.5)
+        pair = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(
+            [r for r in rows("signal") if r["device"] == "smk-a2"]), 10, "both signal points")
+        assert [(r["n"], r.get("repeat"), r["device_ts"]) for r in pair] == [
+            (1.0, None, 1_800_000_000.5), (0.0, 1.0, 1_800_000_000.5)], pair
         wait_for(lambda: [r for r in rows("signal") if r["device"] == "tmp-b"
                           and r["value"] == 21.5], 10, "telemetry value")
         health = wait_for(lambda: [r for r in rows("device_health")

@@ -593,6 +593,7 @@ def test_the_receipt_names_the_alarm_and_a_resent_alarm_opens_nothing() -> None:
     sim = Sim()
     ts = 1_699_999_999.25  # the device's clock, a little behind the gateway's
     d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts), at(0)))
+    assert d.repeated == []
     inc = one(d, "detected").incident
     body = payload(d, "device/smk-301")
     assert body["state"] == "alarm" and body["alarm_ts"] == ts
@@ -600,9 +601,11 @@ def test_the_receipt_names_the_alarm_and_a_resent_alarm_opens_nothing() -> None:
     sim.close(inc, "w-07", t=5)
     d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts), at(6)))
     assert d.steps == [] and sim.engine.open_incidents() == []
+    assert d.repeated == ["smk-301"]  # the audit marks it a repeat (docs/audit.md)
     again = payload(d, "device/smk-301")
     assert again["alarm_ts"] == ts and again["since"] == since  # the same state, re-sent
     d = sim._keep(sim.engine.signal(Signal("smk-301", "alarm", ts=ts + 10), at(10)))
+    assert d.repeated == []
     assert one(d, "detected").incident != inc
     assert payload(d, "device/smk-301")["alarm_ts"] == ts + 10
 
