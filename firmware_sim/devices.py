@@ -9,6 +9,7 @@ gateway garbage it must drop without stopping (CONTRACT §3).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,8 +35,13 @@ def event_topic(prefix: str, event: DeviceEvent) -> str:
     return prefix + (event.topic if event.topic is not None else f"signal/{event.device}")
 
 
-def event_payload(event: DeviceEvent) -> bytes:
-    """The bytes a device sends for ``event``: the native encoding, or ``raw`` verbatim."""
+def event_payload(event: DeviceEvent, ts: float | None = None) -> bytes:
+    """The bytes a device sends for ``event``: the native encoding, or ``raw`` verbatim.
+
+    ``ts`` is the device's own clock (unix seconds), sent with an alarm on the native
+    topic as a conforming device does: the gateway names it in its receipt and records
+    it as ``device_ts`` (docs/mqtt.md, "Alarm receipts").
+    """
     if event.raw is not None:
         return event.raw.encode("utf-8")
     assert event.state is not None  # guaranteed by DeviceEvent's validator
@@ -46,6 +52,7 @@ def event_payload(event: DeviceEvent) -> bytes:
             kind=event.kind,
             value=event.value,
             bearing_deg=event.bearing_deg,
+            ts=ts if event.state == "alarm" and event.topic is None else None,
         )
     )
 
@@ -71,7 +78,7 @@ async def play_events(
         delay = event.at * time_scale - clock()
         if delay > 0:
             await asyncio.sleep(delay)
-        topic, payload = event_topic(prefix, event), event_payload(event)
+        topic, payload = event_topic(prefix, event), event_payload(event, ts=time.time())
         await client.publish(topic, payload, qos=1)
         if emit is not None:
             emit("signal", {

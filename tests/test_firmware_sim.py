@@ -157,7 +157,10 @@ events:   # deliberately out of order: the player sorts by time
     got = [(t - start, topic, payload) for t, topic, payload in gw.seen]
     assert [topic for _, topic, _ in got] == [
         "signal/smk-1", "signal/cam-1", "signal/smk-2", "custom/place"]
-    assert decode("smk-1", got[0][2]) == Signal("smk-1", "alarm", kind="smoke", value=1.5)
+    alarm = decode("smk-1", got[0][2])
+    assert alarm == Signal("smk-1", "alarm", kind="smoke", value=1.5, ts=alarm.ts)
+    # an alarm carries the device's clock, so the gateway's receipt can name it
+    assert alarm.ts is not None and abs(alarm.ts - time.time()) < 30
     assert decode("cam-1", got[1][2]).bearing_deg == -30
     assert got[2][2] == b"not json {"
     assert orjson.loads(got[3][2]) == {"state": "fault"}
