@@ -114,6 +114,20 @@ def test_the_bulk_lane_takes_unknown_devices_and_skips_the_alarm_lanes_copies(
     assert re.search(r"\binputs=2\b", stop_line), stop_line
 
 
+def removed_then_alarm(port: int, alarm: str, times: int = 1) -> None:
+    """smk-b1 (removed from the site) ``times``, then ``alarm`` behind it on both lanes:
+    once the alarm's incident is out, smk-b1's messages are in too."""
+    probe = Probe(port)
+    try:
+        for _ in range(times):
+            probe.signal("smk-b1")
+        probe.signal(alarm)
+        probe.first_incident(alarm)
+        time.sleep(0.5)
+    finally:
+        probe.close()
+
+
 def test_a_device_removed_from_the_site_is_unsubscribed_at_the_next_start(
         tmp_path: Path, influxdb: InfluxDB) -> None:
     """The session keeps its subscriptions across restarts; the journal remembers which
@@ -136,14 +150,7 @@ def test_a_device_removed_from_the_site_is_unsubscribed_at_the_next_start(
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane3"), journal,
                          tmp_path / "gateway2.log").start()
         gw.wait_log("mqtt bulk connected")
-        probe = Probe(broker.port)
-        try:
-            probe.signal("smk-b1")
-            probe.signal("smk-a1")  # behind it on both lanes: when it is in, so is smk-b1
-            probe.first_incident("smk-a1")
-            time.sleep(0.5)
-        finally:
-            probe.close()
+        removed_then_alarm(broker.port, "smk-a1")
         assert gw.stop() == 0
     finally:
         broker.stop()
@@ -175,31 +182,16 @@ def test_a_removed_device_left_subscribed_by_a_lost_journal_counts_once(
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
                          tmp_path / "journal-2.sqlite3", tmp_path / "gateway2.log").start()
         gw.wait_log("mqtt bulk connected")
-        probe = Probe(broker.port)
-        try:
-            for _ in range(3):  # the first finds the stale topic; none is counted twice
-                probe.signal("smk-b1")
-            probe.signal("smk-a1")  # behind them on both lanes
-            probe.first_incident("smk-a1")
-            gw.wait_log("unsubscribed a topic left from an older setup")
-            time.sleep(0.5)
-        finally:
-            probe.close()
+        # three: the first finds the stale topic; none is counted twice
+        removed_then_alarm(broker.port, "smk-a1", times=3)
+        gw.wait_log("unsubscribed a topic left from an older setup")
         assert gw.stop() == 0
         first = gw.log_text()
         # the next start with the same journal: the session no longer holds the topic
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
                          tmp_path / "journal-2.sqlite3", tmp_path / "gateway3.log").start()
         gw.wait_log("mqtt bulk connected")
-        probe = Probe(broker.port)
-        try:
-            probe.signal("smk-b1")
-            probe.signal("mcp-a")
-            probe.wait(lambda m: m.topic.startswith("incident/") and bool(m.payload)
-                       and "mcp-a" in m.json().get("devices", []), timeout=20)
-            time.sleep(0.5)
-        finally:
-            probe.close()
+        removed_then_alarm(broker.port, "mcp-a")
         assert gw.stop() == 0
     finally:
         broker.stop()
