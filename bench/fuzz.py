@@ -700,17 +700,19 @@ class ParseHarness(Harness):
                                "bearing_deg": 45, "ts": 1700000000}),
             (f"confirm/{inc}/reply", {"decision": "confirm", "by": "w-07"}),
             (f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-03"}),
+            (f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-03", "cause": "unwanted"}),
             ("page/guard-1/ack", {"incident": inc, "status": "ack"}),
             ("page/squad-3/ack", {"incident": inc, "status": "on_scene"}),
             (f"incident/{inc}/close", {"by": "w-07", "reason": "fire out"}),
             (f"incident/{inc}/close", {"by": "w-07"}),
+            (f"incident/{inc}/close", {"by": "w-07", "reason": "toast", "cause": "unwanted"}),
             ("device/smk-301", {"state": "alarm"}),
             ("status", {"online": True}),
         ]
         self.vocab: list[Any] = [*STATES, *ACK_STATUSES, "confirm", "dismiss", "w-07",
                                  "guard-1", inc, "smoke", "fire out", 1.5]
         self.keys = ["state", "kind", "value", "ts", "bearing_deg", "decision", "by",
-                     "reason", "incident", "status"]
+                     "reason", "incident", "status", "cause"]
         self.levels = ["signal", "confirm", "reply", "page", "ack", "incident", "close",
                        "device", "trouble", "smk-301", "w-07", inc, "", "+", "#", " ", "火",
                        "$SYS", "x" * 300, "..", "\u200b"]
@@ -1116,10 +1118,12 @@ class EngineHarness(Harness):
         from drivers.signal import STATES, PayloadError
         from gateway.config import parse_site
         from gateway.engine import Engine
+        from gateway.false_alarms import CAUSES
         from gateway.metrics import Metrics
         from gateway.model import Refused
         from gateway.runtime import Gateway
 
+        self.causes: tuple[Any, ...] = CAUSES
         self.sites = {"taibai-demo": parse_site(_read(DEMO_CONFIG, MINIMAL_SITE), "demo"),
                       "feeds": parse_site(FEEDS_SITE, "feeds"),
                       "minimal": parse_site(MINIMAL_SITE, "minimal"),
@@ -1187,6 +1191,8 @@ class EngineHarness(Harness):
         elif r < 0.65:
             topic = f"confirm/{pick_inc()}/reply"
             body = {"decision": rng.choice(("confirm", "confirm", "dismiss")), "by": who()}
+            if rng.random() < 0.2:
+                body["cause"] = rng.choice((*self.causes, "toast", None))
         elif r < 0.85:
             topic = f"page/{who()}/ack"
             body = {"incident": pick_inc(),
@@ -1194,6 +1200,8 @@ class EngineHarness(Harness):
         else:
             topic = f"incident/{pick_inc()}/close"
             body = {"by": who(), "reason": rng.choice(("out", "", "x" * 600, "火 🔥"))}
+            if rng.random() < 0.3:
+                body["cause"] = rng.choice((*self.causes, "toast", 3))
         payload = orjson_dumps(body)
         if rng.random() < 0.08:
             payload = self.json.payload(rng)
@@ -1237,11 +1245,13 @@ class EngineHarness(Harness):
                 if item.kind == "signal":
                     d = eng.signal(item.data, now, item.received_ns)
                 elif item.kind == "reply":
-                    d = eng.reply(*item.data, now)
+                    incident, decision, by, cause = item.data
+                    d = eng.reply(incident, decision, by, now, cause)
                 elif item.kind == "ack":
                     d = eng.ack(item.data.responder, item.data.incident, item.data.status, now)
                 else:
-                    d = eng.close(*item.data, now)
+                    incident, by, reason, cause = item.data
+                    d = eng.close(incident, by, reason, now, cause)
                 accepted = True
             except self.refused as exc:
                 d = exc.decisions

@@ -14,10 +14,12 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from gateway.false_alarms import Outcome, assess
 from gateway.influx import InfluxClient, InfluxQueryError, InfluxTarget, InfluxUnreachable
 from gateway.model import NS
 from gateway.mqtt_link import Unreachable
@@ -42,6 +44,12 @@ class IncidentReport:
     breaches: list[str] = field(default_factory=list)
     met: dict[str, bool | None] = field(default_factory=dict)
     segments: dict[str, float] = field(default_factory=dict)  # seconds per stage of the path
+    device: str | None = None  # whose alarm opened it (first ``detected``)
+    cause: str | None = None  # given with the dismissal or the close (false_alarms.CAUSES)
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.t0, self.device, self.dismissed, self.closed, self.cause)
 
     @property
     def lost_in(self) -> str | None:
@@ -81,6 +89,18 @@ def time_bound(value: str, flag: str) -> str:
         return f"'{value}'"
     raise ValueError(f"{flag} must look like 30m, 24h, 7d or 2026-11-01[T08:00:00Z], "
                      f"not {value!r}")
+
+
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def span_s(since: str, until: str | None, now: float) -> float:
+    """Seconds between ``--since`` and ``--until`` (now when not given)."""
+    def ago(value: str) -> float:
+        if _SINCE.match(value):
+            return int(value[:-1]) * _UNIT_S[value[-1]]
+        return now - datetime.fromisoformat(time_bound(value, "--since").strip("'")).timestamp()
+    return max(0.0, ago(since) - (ago(until) if until else 0.0))
 
 
 def window(since: str, until: str | None, site: str | None) -> str:
@@ -176,6 +196,30 @@ async def fetch_breaches(client: InfluxClient, reports: list[IncidentReport], *,
             rep.breaches = sorted({v[1] for v in s["values"] if v[1]})
 
 
+async def fetch_outcomes(client: InfluxClient, reports: list[IncidentReport], *,
+                         where: str) -> None:
+    """Each incident's first device and the cause given when it was dismissed or closed."""
+    by_key = {(r.site, r.incident): r for r in reports}
+    first: dict[tuple[str, str], float] = {}
+    for s in await client.query(
+            f'SELECT min("elapsed_s") FROM "incident_step" WHERE {where} '
+            "AND \"stage\" = 'detected' GROUP BY \"site\", \"incident\", \"device\""):
+        key = (s["tags"].get("site", ""), s["tags"].get("incident", ""))
+        rep = by_key.get(key)
+        for _, e in s["values"]:
+            if rep is not None and e is not None and e < first.get(key, math.inf):
+                first[key] = e
+                rep.device = s["tags"].get("device") or None
+    for s in await client.query(
+            f'SELECT "cause" FROM "incident_step" WHERE {where} '
+            "AND (\"stage\" = 'dismissed' OR \"stage\" = 'closed') "
+            'GROUP BY "site", "incident"'):
+        rep = by_key.get((s["tags"].get("site", ""), s["tags"].get("incident", "")))
+        causes = [v[1] for v in s["values"] if isinstance(v[1], str) and v[1]]
+        if rep is not None and causes:
+            rep.cause = causes[-1]
+
+
 def judge(rep: IncidentReport, targets: tuple[float, float, float], now: float) -> None:
     """Met (True), missed (False) or not applicable / still running (None) for each target.
 
@@ -226,8 +270,13 @@ def summarise(reports: list[IncidentReport]) -> dict[str, Any]:
 async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
                     targets: tuple[float, float, float], out: Any = None,
                     until: str | None = None, zone: str | None = None,
-                    fail_on_breach: bool = False) -> int:
-    """Print the report; returns 1 with ``fail_on_breach`` when any incident missed."""
+                    fail_on_breach: bool = False,
+                    detectors: dict[str, int] | None = None) -> int:
+    """Print the report; returns 1 with ``fail_on_breach`` when any incident missed.
+
+    ``detectors``, site to its automatic detectors (from ``--config``), adds the false
+    alarm rate per 100 detectors and BS 5839-1's site-wide rule (false_alarms.py).
+    """
     out = out or sys.stdout
     target = InfluxTarget.parse(influx_url)
     where = window(since, until, site)
@@ -235,6 +284,7 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
         try:
             reports = await fetch(client, where=where)
             await fetch_breaches(client, reports, where=where)
+            await fetch_outcomes(client, reports, where=where)
         except InfluxUnreachable as exc:
             raise Unreachable(str(exc)) from None
         except InfluxQueryError as exc:
@@ -250,13 +300,19 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
     doc = {
         "since": since, "until": until, "site": site, "zone": zone,
         "targets": dict(zip(("locate_s", "confirm_s", "in_place_s"), targets, strict=True)),
-        "incidents": [asdict(r) | {"compliant": r.compliant, "lost_in": r.lost_in}
+        "incidents": [asdict(r) | {"compliant": r.compliant, "lost_in": r.lost_in,
+                                   "false_alarm": r.outcome.false_alarm}
                       for r in reports],
         "breaches": [{"site": r.site, "incident": r.incident, "zone": r.zone,
                       "missed": [k for k, v in r.met.items() if v is False],
                       "lost_in": r.lost_in, "segments": r.segments}
                      for r in reports if not r.compliant],
         "sites": summarise(reports),
+        "false_alarms": {
+            name: assess([r.outcome for r in reports if r.site == name],
+                         detectors=(detectors or {}).get(name),
+                         window_s=span_s(since, until, now))
+            for name in sorted({r.site for r in reports})},
     }
     if fmt == "json":
         out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -269,7 +325,7 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
 
 CSV_COLUMNS = ("site", "incident", "zone", "t0", "locate_s", "confirm_s", "in_place_s",
                "centre_s", "unverified", "dismissed", "closed", "compliant", "breaches",
-               "lost_in")
+               "lost_in", "device", "cause", "false_alarm")
 CENTRE_LIMIT_S = 10.0  # GB/T 26875.1: a fire alarm at the monitoring centre within 10 s
 
 
@@ -334,5 +390,35 @@ def render_table(doc: dict[str, Any], out: Any) -> None:
         summary.add_row(name, str(s["incidents"]), str(s["compliant"]), str(s["dismissed"]),
                         str(s["unverified"]), pp("locate"), pp("confirm"), pp("in_place"))
     console.print(summary)
+    render_false_alarms(doc, console)
     if not doc["incidents"]:
         console.print("no incidents in this window")
+
+
+def render_false_alarms(doc: dict[str, Any], console: Any) -> None:
+    """Per site: false alarms, their causes, their sources, and what to investigate."""
+    from rich.table import Table
+
+    rows = {k: v for k, v in doc["false_alarms"].items() if v["false_alarms"]
+            or v["closed_without_cause"]}
+    if not rows:
+        return
+    table = Table(title="false alarms (BS 5839-1)")
+    for col in ("site", "false alarms", "by cause", "closed, no cause", "per 100 detectors",
+                "per 100 / year", "most from"):
+        table.add_column(col)
+    for name, f in rows.items():
+        top = f["sources"][0] if f["sources"] else None
+        table.add_row(
+            name, str(f["false_alarms"]),
+            ", ".join(f"{k} {v}" for k, v in f["by_cause"].items()) or "—",
+            str(f["closed_without_cause"]),
+            "—" if f["per_100_detectors"] is None
+            else f"{f['per_100_detectors']:g} ({f['detectors']} detectors)",
+            "—" if f["per_100_detectors_per_year"] is None
+            else f"{f['per_100_detectors_per_year']:g}",
+            f"{top['device']} ({top['false_alarms']})" if top else "—")
+    console.print(table)
+    for name, f in rows.items():
+        for reason in f["investigate"]:
+            console.print(f"[red]investigate[/red] {name}: {reason}")

@@ -120,17 +120,21 @@ def audit(
     zone: Annotated[str | None, typer.Option(help="only incidents in this zone")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     fail_on_breach: Annotated[bool, typer.Option(help="exit 1 if any incident missed")] = False,
-    config: Annotated[Path | None, typer.Option(help="targets and site from this file")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="targets, site and detector count from this file")] = None,
     locate_s: Annotated[float | None, typer.Option(help="target for locate [10]")] = None,
     confirm_s: Annotated[float | None, typer.Option(help="target for confirm [30]")] = None,
     in_place_s: Annotated[float | None, typer.Option(help="target for in place [60]")] = None,
 ) -> None:
-    """The 10·30·60 report from InfluxDB: per incident, then per-site percentiles."""
+    """The 10·30·60 report from InfluxDB: per incident, per site, then false alarms."""
     from gateway.audit import run_audit
+    from gateway.false_alarms import automatic_detectors
 
-    sla = _site(config).sla if config else None
-    if config and site is None:
-        site = _site(config).site
+    cfg = _site(config) if config else None
+    sla = cfg.sla if cfg else None
+    detectors = {cfg.site: automatic_detectors(cfg.devices)} if cfg else None
+    if cfg and site is None:
+        site = cfg.site
     targets = (locate_s or (sla.locate_s if sla else 10.0),
                confirm_s or (sla.confirm_s if sla else 30.0),
                in_place_s or (sla.in_place_s if sla else 60.0))
@@ -143,7 +147,7 @@ def audit(
     try:
         code = asyncio.run(run_audit(influx_url, site=site, since=since, fmt=fmt,
                                      targets=targets, until=until, zone=zone,
-                                     fail_on_breach=fail_on_breach))
+                                     fail_on_breach=fail_on_breach, detectors=detectors))
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     except Unreachable as exc:

@@ -42,6 +42,7 @@ from gateway import locate, page_text
 from gateway.clustering import Clustering
 from gateway.config import Device, Site, Window, Zone
 from gateway.escalation import site_zone, tier_roster
+from gateway.false_alarms import CAUSES
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, CentreReport, Decisions, DeviceState, Publish, Refused, Step
 from gateway.supervision import (
@@ -111,6 +112,7 @@ class Incident:
     method: str = ""
     t_ignition: float | None = None  # seconds from T0, from the last refinement
     bearings: dict[str, float] = field(default_factory=dict)  # camera -> bearing_deg
+    cause: str | None = None  # given with the dismissal or the close (false_alarms.CAUSES)
 
     @property
     def active(self) -> bool:
@@ -372,11 +374,19 @@ class Engine(Clustering):
         keys.update(_FEED + name for name, link in self.links.items() if link.up is False)
         return keys
 
-    def reply(self, incident_id: str, decision: str, by: str, now_ns: int) -> Decisions:
-        """The grid worker (or another responder) confirms or dismisses a queued incident."""
+    def reply(self, incident_id: str, decision: str, by: str, now_ns: int,
+              cause: str | None = None) -> Decisions:
+        """The grid worker (or another responder) confirms or dismisses a queued incident.
+
+        A dismissal may say why (``cause``, one of BS 5839-1's false-alarm categories):
+        ``firegrid audit`` counts false alarms by cause and by device from it.
+        """
         inc = self._incident(incident_id)
         if decision not in ("confirm", "dismiss"):
             raise Refused(f"decision must be confirm or dismiss, got {decision!r}", "bad_payload")
+        if cause is not None and (decision != "dismiss" or cause not in CAUSES[1:]):
+            raise Refused(f"cause {cause!r} does not go with {decision}: a dismissal's is one "
+                          f"of {', '.join(CAUSES[1:])}", "bad_payload")
         if self.site.responder(by) is None:
             self._refuse(inc, f"reply by unknown responder {by!r}", "unknown_responder",
                          now_ns, by, f"reply:{decision}")
@@ -394,7 +404,8 @@ class Engine(Clustering):
             self._confirm(inc, "confirmed", now_ns, out, responder=by, tier=tier,
                           fields={"by": by})
         else:
-            self._emit(out, inc, "dismissed", now_ns, responder=by, tier=tier, fields={"by": by})
+            self._emit(out, inc, "dismissed", now_ns, responder=by, tier=tier,
+                       fields={"by": by} | ({"cause": cause} if cause else {}))
             self._clear_confirm_request(inc, out)
         self._publish_incident(inc, out)
         return out
@@ -488,9 +499,16 @@ class Engine(Clustering):
                            "part_addr": report.part_addr, "status": report.status})
         return out
 
-    def close(self, incident_id: str, by: str, reason: str, now_ns: int) -> Decisions:
-        """A person closes the incident; detectors clearing never does."""
+    def close(self, incident_id: str, by: str, reason: str, now_ns: int,
+              cause: str | None = None) -> Decisions:
+        """A person closes the incident; detectors clearing never does.
+
+        ``cause`` says whether it was a fire (``fire``) or which kind of false alarm.
+        """
         inc = self._incident(incident_id)
+        if cause is not None and cause not in CAUSES:
+            raise Refused(f"cause must be one of {', '.join(CAUSES)}, got {cause!r}",
+                          "bad_payload")
         r = self.site.responder(by)
         if r is None:
             self._refuse(inc, f"close by unknown responder {by!r}", "unknown_responder", now_ns,
@@ -502,7 +520,8 @@ class Engine(Clustering):
         out = Decisions()
         reported = inc.state == CONFIRMED  # every detector of it went to the centre
         self._emit(out, inc, "closed", now_ns, responder=by, tier=r.tier,
-                   fields={"by": by, "reason": reason[:500]})
+                   fields={"by": by, "reason": reason[:500]}
+                   | ({"cause": cause} if cause else {}))
         self._clear_confirm_request(inc, out)
         if reported:  # the centre clears its alarm too
             for dev_id in sorted(inc.devices, key=inc.devices.__getitem__):
@@ -1256,7 +1275,7 @@ class Engine(Clustering):
         A camera counts for nothing here: it sees into other cells than its own.
         """
         return {**inc.public(self.site.site), "confirm_rule": inc.confirm_rule,
-                "cells": self._cell_table(inc)}
+                "cells": self._cell_table(inc), "cause": inc.cause}
 
     def _cap(self, inc: Incident) -> Publish | None:
         """The incident's latest CAP 1.2 message: Alert, then Update, then Cancel at the end.
@@ -1365,6 +1384,7 @@ class Engine(Clustering):
                 inc.cap_sent.append(step.t_ns)
                 inc.cap_dirty = True
             inc.state = DISMISSED if s == "dismissed" else CLOSED
+            inc.cause = f.get("cause")
             inc.tier_deadline_ns = inc.repeat_deadline_ns = None
             self.incidents.pop(inc.id, None)
             self.finished[inc.id] = inc

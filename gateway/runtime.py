@@ -31,6 +31,7 @@ from gateway.centre import CentreDispatch
 from gateway.config import Site
 from gateway.coverage import notes as coverage_notes
 from gateway.engine import OPEN, Engine
+from gateway.false_alarms import CAUSES
 from gateway.feeds import FeedHub
 from gateway.flood_guard import FloodGuard
 from gateway.forwarder import Forwarder
@@ -409,7 +410,8 @@ class Gateway:
             decision, by = obj.get("decision"), obj.get("by")
             if decision not in ("confirm", "dismiss") or not isinstance(by, str):
                 raise PayloadError("reply needs decision confirm|dismiss and by: <responder>")
-            return Inbound("reply", received_ns, (parts[1], decision, by))
+            cause = _cause(obj, CAUSES[1:] if decision == "dismiss" else ())
+            return Inbound("reply", received_ns, (parts[1], decision, by, cause))
         if len(parts) == 3 and parts[0] == "page" and parts[2] == "ack":
             return Inbound("ack", received_ns, decode_mqtt_ack(parts[1], payload))
         if len(parts) == 3 and parts[0] == "incident" and parts[2] == "close":
@@ -419,7 +421,7 @@ class Gateway:
             by, reason = obj.get("by"), obj.get("reason", "")
             if not isinstance(by, str) or not isinstance(reason, str):
                 raise PayloadError("close needs by: <responder> and reason: <text>")
-            return Inbound("close", received_ns, (parts[1], by, reason))
+            return Inbound("close", received_ns, (parts[1], by, reason, _cause(obj, CAUSES)))
         self.metrics.drop("unknown_topic")
         log.warning("dropped message", topic=topic, reason="unknown topic")
         return None
@@ -524,14 +526,14 @@ class Gateway:
             sig: Signal = item.data
             return self.engine.signal(sig, now, item.received_ns)
         if item.kind == "reply":
-            incident, decision, by = item.data
-            return self.engine.reply(incident, decision, by, now)
+            incident, decision, by, cause = item.data
+            return self.engine.reply(incident, decision, by, now, cause)
         if item.kind == "ack":
             ack = item.data
             return self.engine.ack(ack.responder, ack.incident, ack.status, now)
         if item.kind == "close":
-            incident, by, reason = item.data
-            return self.engine.close(incident, by, reason, now)
+            incident, by, reason, cause = item.data
+            return self.engine.close(incident, by, reason, now, cause)
         if item.kind == "seen":
             return self.engine.seen(item.data, item.received_ns)
         if item.kind == "trouble":
@@ -985,6 +987,17 @@ def _routine(payload: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(obj, dict) and obj.get("state") == "clear"
+
+
+def _cause(obj: dict[str, Any], allowed: tuple[str, ...]) -> str | None:
+    """The optional ``cause`` of a dismissal or a close (gateway/false_alarms.py)."""
+    cause = obj.get("cause")
+    if cause is None:
+        return None
+    if cause not in allowed:
+        raise PayloadError(f"cause must be one of {', '.join(allowed)}, not {str(cause)[:40]!r}"
+                           if allowed else "cause goes with a dismissal or a close only")
+    return str(cause)
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

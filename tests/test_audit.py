@@ -15,10 +15,12 @@ import orjson
 import pytest
 
 from firmware_sim.lab import InfluxDB
-from gateway.audit import percentile, segments, time_bound
+from gateway.audit import percentile, segments, span_s, time_bound
+from gateway.false_alarms import Outcome, assess, most_in_a_year
 from gateway.forwarder import step_line
 from gateway.influx import InfluxClient, InfluxTarget
 from gateway.model import NS, Step
+from tests.harness import write_site
 
 T0 = (int(time.time()) - 3600) * NS  # an hour ago: inside --since 24h, outside --until 2h
 
@@ -117,7 +119,9 @@ def test_filters_formats_and_fail_on_breach(audit_db: str) -> None:
     r = audit("--influx", audit_db, "--format", "csv", "--site", "north")
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("site,incident,zone,t0,locate_s,confirm_s,in_place_s,centre_s")
-    assert len(lines) == 3 and "in_place" in lines[2] and lines[2].endswith(",arrive")
+    assert len(lines) == 3 and "in_place" in lines[2]
+    assert lines[0].endswith(",lost_in,device,cause,false_alarm")
+    assert lines[2].endswith(",arrive,smk-9,,False")
     assert audit("--influx", audit_db, "--fail-on-breach").returncode == 1
     ok = audit("--influx", audit_db, "--fail-on-breach", "--site", "south")
     assert ok.returncode == 0 and "inc-d" in ok.stdout
@@ -140,3 +144,99 @@ def test_time_bounds_and_helpers() -> None:
     assert segments({"detected": 0, "located": 0.5, "confirmed": 3.0, "paged": 3.0,
                      "acked": 10.0}) == {"locate": 0.5, "decide": 2.5, "page": 0.0,
                                          "acknowledge": 7.0}
+
+
+# false alarms at test-site (4 automatic detectors): three from smk-a1, one from a call
+# point, a fire, and a close that says nothing about the cause
+def _ended(stage: str, at_s: float, cause: str | None, who: str = "w-1") -> tuple:
+    fields = {"by": who} | ({"cause": cause} if cause else {})
+    return (stage, at_s, {"responder": who, "tier": 0, "fields": fields})
+
+
+FALSE_ALARMS = {
+    "inc-f1": ("smk-a1", [_ended("dismissed", 10, "unwanted")]),
+    "inc-f2": ("smk-a1", [("detected", 5, {"device": "smk-a2"}), _ended("dismissed", 12, None)]),
+    "inc-f3": ("smk-a1", [("escalated", 3, {}), _ended("closed", 200, "unwanted")]),
+    "inc-f4": ("mcp-a", [("confirmed", 0.1, {"fields": {"by": "rule"}}),
+                         _ended("closed", 90, "malicious")]),
+    "inc-f5": ("smk-b1", [("confirmed", 2, {"fields": {"by": "w-1"}}),
+                          _ended("closed", 900, "fire")]),
+    "inc-f6": ("smk-k1", [("confirmed", 2, {"fields": {"by": "w-1"}}),
+                          _ended("closed", 600, None)]),
+}
+
+
+@pytest.fixture(scope="module")
+def false_alarm_db(influxdb: InfluxDB) -> str:
+    url = influxdb.url("audit_false_alarms")
+    lines = []
+    for inc, (first, rest) in FALSE_ALARMS.items():
+        lines += trail("test-site", inc, "a-1f", [("detected", 0, {"device": first}),
+                                                  ("located", 0.01, {}), *_copy(rest)])
+
+    async def write() -> None:
+        async with InfluxClient(InfluxTarget.parse(url)) as client:
+            await client.ensure_database()
+            await client.write_lines(lines)
+    asyncio.run(write())
+    return url
+
+
+def test_false_alarms_by_cause_and_source_with_bs5839_flags(
+        false_alarm_db: str, tmp_path) -> None:
+    """A dismissal is a false alarm, and so is a close whose cause is not ``fire``; each is
+    put on the device that opened the incident. One device behind three in twelve months,
+    or three at a site of up to 40 detectors, is to be investigated (BS 5839-1)."""
+    r = audit("--influx", false_alarm_db, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = orjson.loads(r.stdout)
+    rows = {i["incident"]: i for i in doc["incidents"]}
+    assert {k: (v["device"], v["cause"], v["false_alarm"]) for k, v in rows.items()} == {
+        "inc-f1": ("smk-a1", "unwanted", True), "inc-f2": ("smk-a1", None, True),
+        "inc-f3": ("smk-a1", "unwanted", True), "inc-f4": ("mcp-a", "malicious", True),
+        "inc-f5": ("smk-b1", "fire", False), "inc-f6": ("smk-k1", None, False)}
+    f = doc["false_alarms"]["test-site"]
+    assert f["false_alarms"] == 4 and f["closed_without_cause"] == 1
+    assert f["by_cause"] == {"malicious": 1, "not_given": 1, "unwanted": 2}
+    assert f["sources"] == [{"device": "smk-a1", "false_alarms": 3, "investigate": True},
+                            {"device": "mcp-a", "false_alarms": 1, "investigate": False}]
+    assert f["detectors"] is None and f["per_100_detectors"] is None  # no site file given
+    assert len(f["investigate"]) == 1 and f["investigate"][0].startswith("smk-a1: 3 ")
+    # with the site file: its 4 automatic detectors (call points and a plain temperature
+    # sensor do not count), so 100 per 100; over 30 days, per year as well
+    site = write_site(tmp_path)
+    r = audit("--influx", false_alarm_db, "--format", "json", "--config", str(site),
+              "--since", "30d")
+    f = orjson.loads(r.stdout)["false_alarms"]["test-site"]
+    assert f["detectors"] == 4 and f["per_100_detectors"] == 100.0
+    assert f["per_100_detectors_per_year"] == pytest.approx(100.0 * 365 / 30, abs=0.01)
+    assert any("from 4 detectors" in x for x in f["investigate"]), f["investigate"]
+    table = audit("--influx", false_alarm_db, "--config", str(site))
+    assert table.returncode == 0, table.stderr
+    assert "false alarms (BS 5839-1)" in table.stdout and "smk-a1 (3)" in table.stdout
+    assert "investigate" in table.stdout and "100 (4 detectors)" in table.stdout
+
+
+def test_false_alarm_rules() -> None:
+    year = 365 * 86400.0
+    assert most_in_a_year([]) == 0
+    assert most_in_a_year([0, 10, year - 1, year, 2 * year]) == 3  # [0, year) holds three
+    assert most_in_a_year([0, year, 2 * year]) == 1
+
+    def out(t: float, device: str = "smk-1", cause: str | None = "unwanted") -> Outcome:
+        return Outcome(t, device, dismissed=False, closed=True, cause=cause)
+    # three from one device, but never three within twelve months: nothing to investigate
+    spread = assess([out(0), out(0.6 * year), out(1.2 * year)], detectors=100,
+                    window_s=2 * year)
+    assert spread["false_alarms"] == 3 and spread["investigate"] == []
+    assert spread["per_100_detectors_per_year"] == 1.5
+    # over 40 detectors the site-wide rule is one per 20 detectors: 5 of 100
+    many = [out(i * 1000.0, f"smk-{i}") for i in range(5)]
+    assert assess(many[:4], detectors=100, window_s=year)["investigate"] == []
+    assert assess(many, detectors=100, window_s=year)["investigate"] == [
+        "5 false alarms in twelve months from 100 detectors (BS 5839-1: investigate from 5)"]
+    # a week is too short to be scaled to a year; a fire is no false alarm
+    short = assess([out(0), out(1, cause="fire")], detectors=10, window_s=7 * 86400.0)
+    assert short["false_alarms"] == 1 and short["per_100_detectors_per_year"] is None
+    assert span_s("7d", None, 0.0) == 7 * 86400 and span_s("3h", "1h", 0.0) == 7200
+    assert span_s("2026-11-01", "2026-11-02", 0.0) == 86400

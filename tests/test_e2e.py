@@ -199,13 +199,20 @@ def test_grid_worker_dismisses_a_nuisance_alarm(env) -> None:
     probe.signal("smk-a2")  # another detector nearby joins, kitchen still asks a human
     inc = probe.first_incident("smk-k1")
     probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload)
-    probe.pub(f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-1"})
+    # a cause that is not one of BS 5839-1's categories is refused and counted
+    probe.pub(f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-1", "cause": "toast"})
+    probe.pub(f"confirm/{inc}/reply", {"decision": "dismiss", "by": "w-1", "cause": "unwanted"})
     wait_for(lambda: probe.incident_state(inc).get("state") == "dismissed", 5, "dismissed")
+    assert probe.incident_state(inc)["cause"] == "unwanted"  # the duty room sees why
     probe.wait(lambda m: m.topic == f"confirm/{inc}" and m.payload == b"")  # request cleared
     time.sleep(3.5)  # past the confirm deadline: a dismissed incident never escalates
     rows = steps_in_influx(influxdb, db, inc, {"dismissed"})
     stages = {r["stage"] for r in rows}
     assert "escalated" not in stages and "paged" not in stages
+    (dismissed,) = [r for r in rows if r["stage"] == "dismissed"]
+    assert dismissed["cause"] == "unwanted" and dismissed["by"] == "w-1"
+    gw.stop()
+    assert "dropped.bad_payload=1" in gw.log_text().strip().splitlines()[-1]
     assert not probe.find(lambda m: m.topic.startswith("page/"))
 
 

@@ -256,6 +256,32 @@ def test_dismiss_pages_nobody_and_later_replies_are_refused() -> None:
     assert inc not in {i.id for i in sim.engine.open_incidents()}
 
 
+def test_a_dismissal_or_a_close_records_its_cause() -> None:
+    """gateway/false_alarms.py: BS 5839-1's categories, given by the person who ends it;
+    ``firegrid audit`` counts false alarms by them. A cause never decides anything."""
+    sim = Sim()
+    inc = start(sim)
+    with pytest.raises(Refused) as bad:  # a confirmation is no false alarm
+        sim._keep(sim.engine.reply(inc, "confirm", "w-07", sim._clock(2), "unwanted"))
+    assert bad.value.kind == "bad_payload"
+    with pytest.raises(Refused):  # nor is a dismissal a fire
+        sim._keep(sim.engine.reply(inc, "dismiss", "w-07", sim._clock(3), "fire"))
+    assert [i.id for i in sim.engine.open_incidents()] == [inc]  # nothing happened
+    d = sim._keep(sim.engine.reply(inc, "dismiss", "w-07", sim._clock(4), "unwanted"))
+    assert d.steps[0].fields == {"by": "w-07", "cause": "unwanted"}
+    assert payload(d, f"incident/{inc}")["cause"] == "unwanted"
+    second = start(sim, "smk-301", t=10)
+    sim.tick(40)  # escalated: nobody looked
+    with pytest.raises(Refused):
+        sim._keep(sim.engine.close(second, "w-07", "x", sim._clock(50), "toast"))
+    d = sim._keep(sim.engine.close(second, "w-07", "card in the call point", sim._clock(60),
+                                   "malicious"))
+    assert d.steps[0].fields["cause"] == "malicious"
+    again = Engine(sim.engine.site)  # from the journal, as after a restart
+    again.restore(sim.steps)
+    assert again.finished[second].cause == "malicious" and again.finished[inc].cause == "unwanted"
+
+
 def test_manual_call_point_confirms_at_once_without_a_queue() -> None:
     sim = Sim()
     d = sim.signal("mcp-302", t=0.001, received=0.0)
