@@ -1114,11 +1114,11 @@ class EngineHarness(Harness):
     shrinkable = False
 
     def __init__(self) -> None:
+        from alerting.causes import CAUSES
         from alerting.page import ACK_STATUSES, AckError
         from drivers.signal import STATES, PayloadError
         from gateway.config import parse_site
         from gateway.engine import Engine
-        from gateway.false_alarms import CAUSES
         from gateway.metrics import Metrics
         from gateway.model import Refused
         from gateway.runtime import Gateway

@@ -129,8 +129,8 @@ class Responders:
         for person, script in self.scenario.responders.items():
             rule = script.confirm_rule(zone)
             if rule is not None and self._once(person, incident, "reply"):
-                self._later(rule.after_s,
-                            lambda p=person, d=rule.decision: self._reply(incident, p, d))
+                self._later(rule.after_s, lambda p=person, r=rule: self._reply(
+                    incident, p, r.decision, r.cause))
 
     def _on_page(self, responder: str, topic: str, payload: bytes, retained: bool) -> None:
         try:
@@ -207,11 +207,13 @@ class Responders:
     async def _publish(self, topic: str, payload: bytes) -> None:
         await self.client.publish(topic, payload, qos=1)
 
-    async def _reply(self, incident: str, person: str, decision: str) -> None:
+    async def _reply(self, incident: str, person: str, decision: str,
+                     cause: str | None = None) -> None:
         topic = f"{self.prefix}confirm/{incident}/reply"
-        await self._publish(topic, orjson.dumps({"decision": decision, "by": person}))
+        body = {"decision": decision, "by": person} | ({"cause": cause} if cause else {})
+        await self._publish(topic, orjson.dumps(body))
         self._emit("reply", {"incident": incident, "by": person, "decision": decision,
-                             "topic": topic})
+                             "cause": cause, "topic": topic})
 
     async def _ack(self, responder: str, incident: str, status: str) -> None:
         first = self._acks.get((responder, incident))
@@ -227,6 +229,8 @@ class Responders:
         if incident in self._cleared or latest.get("state") in TERMINAL_STATES:
             return  # someone else closed it meanwhile
         topic = f"{self.prefix}incident/{incident}/close"
-        await self._publish(topic, orjson.dumps({"by": rule.by, "reason": rule.reason}))
+        body = {"by": rule.by, "reason": rule.reason} | (
+            {"cause": rule.cause} if rule.cause else {})
+        await self._publish(topic, orjson.dumps(body))
         self._emit("close", {"incident": incident, "by": rule.by, "reason": rule.reason,
-                             "topic": topic})
+                             "cause": rule.cause, "topic": topic})

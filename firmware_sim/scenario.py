@@ -18,6 +18,7 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerting.causes import CAUSES, FALSE_ALARM_CAUSES
 from drivers.signal import STATES
 from drivers.textguard import MAX_FLOW_DEPTH, flow_depth, unencodable
 
@@ -44,6 +45,14 @@ class ConfirmRule(_Strict):
     zone: str
     decision: Literal["confirm", "dismiss"]
     after_s: Seconds = 0.0
+    # why a dismissal: one of BS 5839-1's categories of false alarm (alerting.causes)
+    cause: Literal[FALSE_ALARM_CAUSES] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _cause_with_dismiss(self) -> ConfirmRule:
+        if self.cause is not None and self.decision != "dismiss":
+            raise ValueError("cause goes with decision: dismiss")
+        return self
 
 
 class PageRule(_Strict):
@@ -128,6 +137,7 @@ class CloseRule(_Strict):
     by: Ident
     after_on_scene_s: Seconds = 0.0
     reason: str = "closed by simulated responder"
+    cause: Literal[CAUSES] | None = None  # type: ignore[valid-type]  # fire, or a false alarm
 
 
 class Scenario(_Strict):

@@ -33,6 +33,7 @@ from typing import NoReturn
 import orjson
 
 from alerting.cap import CapError, SiteFrame, cap_alert, cap_identifier
+from alerting.causes import CAUSES, FALSE_ALARM_CAUSES
 from alerting.centre_report import GENERIC, PART_TYPES
 from alerting.channel import Delivery
 from alerting.page import Page
@@ -42,7 +43,6 @@ from gateway import locate, page_text
 from gateway.clustering import Clustering
 from gateway.config import Device, Site, Window, Zone
 from gateway.escalation import site_zone, tier_roster
-from gateway.false_alarms import CAUSES
 from gateway.geometry import building_of, zone_at
 from gateway.model import NS, CentreReport, Decisions, DeviceState, Publish, Refused, Step
 from gateway.supervision import (
@@ -112,7 +112,7 @@ class Incident:
     method: str = ""
     t_ignition: float | None = None  # seconds from T0, from the last refinement
     bearings: dict[str, float] = field(default_factory=dict)  # camera -> bearing_deg
-    cause: str | None = None  # given with the dismissal or the close (false_alarms.CAUSES)
+    cause: str | None = None  # given with the dismissal or the close (alerting.causes)
 
     @property
     def active(self) -> bool:
@@ -384,9 +384,9 @@ class Engine(Clustering):
         inc = self._incident(incident_id)
         if decision not in ("confirm", "dismiss"):
             raise Refused(f"decision must be confirm or dismiss, got {decision!r}", "bad_payload")
-        if cause is not None and (decision != "dismiss" or cause not in CAUSES[1:]):
+        if cause is not None and (decision != "dismiss" or cause not in FALSE_ALARM_CAUSES):
             raise Refused(f"cause {cause!r} does not go with {decision}: a dismissal's is one "
-                          f"of {', '.join(CAUSES[1:])}", "bad_payload")
+                          f"of {', '.join(FALSE_ALARM_CAUSES)}", "bad_payload")
         if self.site.responder(by) is None:
             self._refuse(inc, f"reply by unknown responder {by!r}", "unknown_responder",
                          now_ns, by, f"reply:{decision}")

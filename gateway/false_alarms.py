@@ -18,9 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# The categories of BS 5839-1 for an alarm that was not a fire, and ``fire`` for one
-# that was. A person gives one with a dismissal or a close (docs/mqtt.md).
-CAUSES = ("fire", "unwanted", "equipment", "malicious", "good_intent", "unknown")
+from alerting.causes import CAUSES, FALSE_ALARM_CAUSES
+
+__all__ = ["CAUSES", "FALSE_ALARM_CAUSES", "Outcome", "assess", "automatic_detectors",
+           "most_in_a_year"]
+
 NOT_GIVEN = "not_given"  # a dismissal without a cause: not a fire, reason not recorded
 YEAR_S = 365 * 86400.0
 SOURCE_LIMIT = 3  # false alarms from one device in twelve months: investigate

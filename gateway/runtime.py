@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import structlog
 
+from alerting.causes import CAUSES, FALSE_ALARM_CAUSES
 from alerting.page import AckError, decode_mqtt_ack
 from drivers import native
 from drivers.signal import PayloadError, Signal
@@ -31,7 +32,6 @@ from gateway.centre import CentreDispatch
 from gateway.config import Site
 from gateway.coverage import notes as coverage_notes
 from gateway.engine import OPEN, Engine
-from gateway.false_alarms import CAUSES
 from gateway.feeds import FeedHub
 from gateway.flood_guard import FloodGuard
 from gateway.forwarder import Forwarder
@@ -410,7 +410,7 @@ class Gateway:
             decision, by = obj.get("decision"), obj.get("by")
             if decision not in ("confirm", "dismiss") or not isinstance(by, str):
                 raise PayloadError("reply needs decision confirm|dismiss and by: <responder>")
-            cause = _cause(obj, CAUSES[1:] if decision == "dismiss" else ())
+            cause = _cause(obj, FALSE_ALARM_CAUSES if decision == "dismiss" else ())
             return Inbound("reply", received_ns, (parts[1], decision, by, cause))
         if len(parts) == 3 and parts[0] == "page" and parts[2] == "ack":
             return Inbound("ack", received_ns, decode_mqtt_ack(parts[1], payload))

@@ -28,3 +28,6 @@ def test_demo_runs_the_story_and_prints_the_sla_table() -> None:
     assert table.count("taibai-demo") >= 4  # three incidents and the per-site row
     assert "b3-2f-kitchen" in table and "b1-1f-lobby" in table and "b1-2f-flats" in table
     assert "MISSED" not in table and "dismissed; ok" in table
+    # the lobby's burnt toast, dismissed as unwanted, is the site's one false alarm
+    false = table[table.index("false alarms (BS 5839-1)"):]
+    assert "unwanted 1" in false and "smk-1101 (1)" in false and "investigate" not in false

@@ -84,11 +84,13 @@ def test_bundled_demo_scenario_tells_the_three_stories() -> None:
         (0, "smk-311", "alarm"), (2, "heat-312", "alarm")]
     w07 = demo.responders["w-07"].confirm_rule("b3-2f-kitchen")
     assert w07 is not None and (w07.decision, w07.after_s) == ("confirm", 4)
-    assert demo.responders["w-03"].confirm_rule("b1-1f-lobby").decision == "dismiss"  # type: ignore[union-attr]
+    lobby = demo.responders["w-03"].confirm_rule("b1-1f-lobby")
+    assert lobby is not None and (lobby.decision, lobby.cause) == ("dismiss", "unwanted")
     guard = demo.responders["guard-1"]
     assert guard.page_rule("b3-2f-kitchen").on_scene_after_s == 20  # type: ignore[union-attr]
     assert guard.page_rule("b1-2f-flats").never  # type: ignore[union-attr]
     assert demo.close_rule("b1-2f-flats").by == "w-03"  # type: ignore[union-attr]
+    assert demo.close_rule("b3-2f-kitchen").cause == "fire"  # type: ignore[union-attr]
     assert 50 <= demo.duration_s <= 70
     assert load_scenario(bundled_scenario("garbage")).events[0].raw == "this is not json"
 
@@ -105,6 +107,11 @@ def test_bundled_demo_scenario_tells_the_three_stories() -> None:
         ("responders: {g: {pages: [{zone: z, never: true, ack_after_s: 1}]}}",
          "responders.g.pages[0]"),
         ("wibble: 1", "wibble"),
+        ("responders: {w: {confirm: [{zone: z, decision: confirm, cause: unwanted}]}}",
+         "responders.w.confirm[0]"),
+        ("responders: {w: {confirm: [{zone: z, decision: dismiss, cause: fire}]}}",
+         "responders.w.confirm[0].cause"),
+        ("close: [{zone: z, by: w-1, cause: toast}]", "close[0].cause"),
     ],
 )
 def test_scenario_errors_name_their_place(text: str, place: str) -> None:
@@ -189,7 +196,7 @@ responders:
 events:
   - {at: 0.1, device: smk-1, state: alarm, kind: smoke}
 close:
-  - {zone: z-kitchen, by: w-1, after_on_scene_s: 0.3, reason: "fire out"}
+  - {zone: z-kitchen, by: w-1, after_on_scene_s: 0.3, reason: "fire out", cause: fire}
 """
 
 
@@ -242,7 +249,8 @@ async def test_people_confirm_ack_close_and_stay_silent(mosquitto: Mosquitto) ->
     assert 0.15 <= ack_t["ack"] - first_page <= 0.5
     assert 0.45 <= ack_t["on_scene"] - first_page <= 0.8
     # w-1 closed it after someone was on scene, and the run stopped once all were closed
-    assert gw.got("incident/inc-1/close") == [{"by": "w-1", "reason": "fire out"}]
+    assert gw.got("incident/inc-1/close") == [{"by": "w-1", "reason": "fire out",
+                                                "cause": "fire"}]
     (close,) = report.closes
     assert 0.25 <= close.t - ack_t["on_scene"] <= 0.7
     assert report.stopped_by == "all_closed" and report.elapsed_s < 4
