@@ -13,14 +13,16 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from gateway.false_alarms import Outcome, assess
+from gateway.false_alarms import Outcome, assess, automatic_detectors
 from gateway.influx import InfluxClient, InfluxQueryError, InfluxTarget, InfluxUnreachable
+from gateway.maintenance import coverage
 from gateway.model import NS
 from gateway.mqtt_link import Unreachable
 
@@ -220,6 +222,18 @@ async def fetch_outcomes(client: InfluxClient, reports: list[IncidentReport], *,
             rep.cause = causes[-1]
 
 
+async def fetch_operated(client: InfluxClient, *, where: str) -> dict[str, dict[str, float]]:
+    """Per site, each device's last ``test`` or ``alarm`` signal (unix seconds)."""
+    out: dict[str, dict[str, float]] = {}
+    for s in await client.query(
+            f'SELECT last("n") FROM "signal" WHERE {where} '
+            "AND (\"state\" = 'test' OR \"state\" = 'alarm') GROUP BY \"site\", \"device\""):
+        for t_ns, _ in s["values"]:
+            out.setdefault(s["tags"].get("site", ""), {})[s["tags"].get("device", "")] = \
+                int(t_ns) / NS
+    return out
+
+
 def judge(rep: IncidentReport, targets: tuple[float, float, float], now: float) -> None:
     """Met (True), missed (False) or not applicable / still running (None) for each target.
 
@@ -271,12 +285,14 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
                     targets: tuple[float, float, float], out: Any = None,
                     until: str | None = None, zone: str | None = None,
                     fail_on_breach: bool = False,
-                    detectors: dict[str, int] | None = None) -> int:
+                    devices: dict[str, Sequence[Any]] | None = None) -> int:
     """Print the report; returns 1 with ``fail_on_breach`` when any incident missed.
 
-    ``detectors``, site to its automatic detectors (from ``--config``), adds the false
-    alarm rate per 100 detectors and BS 5839-1's site-wide rule (false_alarms.py).
+    ``devices``, site to the devices of its site file (``--config``), adds the false
+    alarm rate per 100 detectors, BS 5839-1's site-wide rule (false_alarms.py) and the
+    detectors and call points that did not operate in the window (maintenance.py).
     """
+    devices = devices or {}
     out = out or sys.stdout
     target = InfluxTarget.parse(influx_url)
     where = window(since, until, site)
@@ -285,11 +301,12 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
             reports = await fetch(client, where=where)
             await fetch_breaches(client, reports, where=where)
             await fetch_outcomes(client, reports, where=where)
+            operated = await fetch_operated(client, where=where) if devices else {}
         except InfluxUnreachable as exc:
             raise Unreachable(str(exc)) from None
         except InfluxQueryError as exc:
             if "database not found" in str(exc):
-                reports = []
+                reports, operated = [], {}
             else:
                 raise Unreachable(f"InfluxDB query failed: {exc}") from None
     if zone:
@@ -310,9 +327,12 @@ async def run_audit(influx_url: str, *, site: str | None, since: str, fmt: str,
         "sites": summarise(reports),
         "false_alarms": {
             name: assess([r.outcome for r in reports if r.site == name],
-                         detectors=(detectors or {}).get(name),
+                         detectors=automatic_detectors(devices[name])
+                         if name in devices else None,
                          window_s=span_s(since, until, now))
             for name in sorted({r.site for r in reports})},
+        "tested": {name: coverage(devs, operated.get(name, {}))
+                   for name, devs in sorted(devices.items())},
     }
     if fmt == "json":
         out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -391,6 +411,7 @@ def render_table(doc: dict[str, Any], out: Any) -> None:
                         str(s["unverified"]), pp("locate"), pp("confirm"), pp("in_place"))
     console.print(summary)
     render_false_alarms(doc, console)
+    render_tested(doc, console)
     if not doc["incidents"]:
         console.print("no incidents in this window")
 
@@ -422,3 +443,20 @@ def render_false_alarms(doc: dict[str, Any], console: Any) -> None:
     for name, f in rows.items():
         for reason in f["investigate"]:
             console.print(f"[red]investigate[/red] {name}: {reason}")
+
+
+def render_tested(doc: dict[str, Any], console: Any) -> None:
+    """Per site (with ``--config``): detectors and call points that never operated."""
+    for name, t in doc["tested"].items():
+        missing = t["not_operated"]
+        since = doc["since"]
+        span = f"in the last {since}" if _SINCE.match(since) else f"since {since}"
+        if doc.get("until"):
+            span += f" up to {doc['until']}" + (" ago" if _SINCE.match(doc["until"]) else "")
+        line = (f"{name}: {t['operated']} of {t['devices']} detectors and call points "
+                f"operated (test or alarm) {span}")
+        if missing:
+            shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more"
+                                               if len(missing) > 12 else "")
+            line += f"; not: {shown}"
+        console.print(line)

@@ -128,11 +128,9 @@ def audit(
 ) -> None:
     """The 10·30·60 report from InfluxDB: per incident, per site, then false alarms."""
     from gateway.audit import run_audit
-    from gateway.false_alarms import automatic_detectors
 
     cfg = _site(config) if config else None
     sla = cfg.sla if cfg else None
-    detectors = {cfg.site: automatic_detectors(cfg.devices)} if cfg else None
     if cfg and site is None:
         site = cfg.site
     targets = (locate_s or (sla.locate_s if sla else 10.0),
@@ -147,7 +145,8 @@ def audit(
     try:
         code = asyncio.run(run_audit(influx_url, site=site, since=since, fmt=fmt,
                                      targets=targets, until=until, zone=zone,
-                                     fail_on_breach=fail_on_breach, detectors=detectors))
+                                     fail_on_breach=fail_on_breach,
+                                     devices={cfg.site: cfg.devices} if cfg else None))
     except ValueError as exc:
         raise Fail(str(exc), EXIT_CONFIG) from None
     except Unreachable as exc:

@@ -26,7 +26,6 @@ from firmware_sim.runner import SimEvent, run_scenario
 from firmware_sim.scenario import bundled_scenario, load_scenario
 from gateway.audit import run_audit
 from gateway.config import load_site, parse_site
-from gateway.false_alarms import automatic_detectors
 from gateway.influx import InfluxTarget
 from gateway.logs import setup_logging
 from gateway.model import DeviceState, Step
@@ -142,7 +141,7 @@ async def run_demo(*, mqtt: str | None = None, influx: str | None = None,
         await run_audit(influx, site=site.site, since="1h", fmt="table",
                         targets=(site.sla.locate_s, site.sla.confirm_s, site.sla.in_place_s),
                         out=console.file,
-                        detectors={site.site: automatic_detectors(site.devices)})
+                        devices={site.site: site.devices})
         console.print(f"audit trail in {InfluxTarget.parse(influx).redacted()}; "
                       "servers the demo started stop now")
     return 0

@@ -142,17 +142,22 @@ def test_a_device_removed_from_the_site_is_unsubscribed_at_the_next_start(
     after = write_site(tmp_path / "after", "".join(
         ln for ln in lines if "id: smk-b1," not in ln))
     assert after.read_text() != before.read_text()
+    started: list[GatewayProc] = []  # stopped in the end whatever fails
     try:
         gw = GatewayProc(before, broker.url, influxdb.url("alarm_lane3"), journal,
                          tmp_path / "gateway1.log").start()
+        started.append(gw)
         gw.wait_log("mqtt bulk connected")
         assert gw.stop() == 0
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane3"), journal,
                          tmp_path / "gateway2.log").start()
+        started.append(gw)
         gw.wait_log("mqtt bulk connected")
         removed_then_alarm(broker.port, "smk-a1")
         assert gw.stop() == 0
     finally:
+        for proc in started:
+            proc.stop()
         broker.stop()
     stop_line = gw.log_text().strip().splitlines()[-1]
     assert "dropped.unknown_device=1" in stop_line, stop_line
@@ -173,14 +178,17 @@ def test_a_removed_device_left_subscribed_by_a_lost_journal_counts_once(
     (tmp_path / "after").mkdir()
     after = write_site(tmp_path / "after", "".join(
         ln for ln in SITE.splitlines(keepends=True) if "id: smk-b1," not in ln))
+    started: list[GatewayProc] = []
     try:
         gw = GatewayProc(before, broker.url, influxdb.url("alarm_lane4"),
                          tmp_path / "journal-1.sqlite3", tmp_path / "gateway1.log").start()
+        started.append(gw)
         gw.wait_log("mqtt bulk connected")
         assert gw.stop() == 0
         # a new journal file: nothing remembers that smk-b1 was subscribed
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
                          tmp_path / "journal-2.sqlite3", tmp_path / "gateway2.log").start()
+        started.append(gw)
         gw.wait_log("mqtt bulk connected")
         # three: the first finds the stale topic; none is counted twice
         removed_then_alarm(broker.port, "smk-a1", times=3)
@@ -190,10 +198,13 @@ def test_a_removed_device_left_subscribed_by_a_lost_journal_counts_once(
         # the next start with the same journal: the session no longer holds the topic
         gw = GatewayProc(after, broker.url, influxdb.url("alarm_lane4"),
                          tmp_path / "journal-2.sqlite3", tmp_path / "gateway3.log").start()
+        started.append(gw)
         gw.wait_log("mqtt bulk connected")
         removed_then_alarm(broker.port, "mcp-a")
         assert gw.stop() == 0
     finally:
+        for proc in started:
+            proc.stop()
         broker.stop()
     stop_line = first.strip().splitlines()[-1]
     assert "dropped.unknown_device=3" in stop_line, stop_line

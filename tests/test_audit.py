@@ -18,7 +18,7 @@ from firmware_sim.lab import InfluxDB
 from gateway.audit import percentile, segments, span_s, time_bound
 from gateway.false_alarms import Outcome, assess, most_in_a_year
 from gateway.forwarder import step_line
-from gateway.influx import InfluxClient, InfluxTarget
+from gateway.influx import InfluxClient, InfluxTarget, format_point
 from gateway.model import NS, Step
 from tests.harness import write_site
 
@@ -173,6 +173,13 @@ def false_alarm_db(influxdb: InfluxDB) -> str:
     for inc, (first, rest) in FALSE_ALARMS.items():
         lines += trail("test-site", inc, "a-1f", [("detected", 0, {"device": first}),
                                                   ("located", 0.01, {}), *_copy(rest)])
+    # signals: a test of smk-a1, the call point's alarm; a clear proves nothing, and a
+    # device the site file does not name is left out
+    for i, (device, state) in enumerate((("smk-a1", "test"), ("mcp-a", "alarm"),
+                                         ("smk-b1", "clear"), ("smk-zz", "test"))):
+        lines.append(format_point("signal", {"site": "test-site", "device": device,
+                                             "kind": "smoke", "state": state},
+                                  {"n": 1.0}, T0 + i * NS))
 
     async def write() -> None:
         async with InfluxClient(InfluxTarget.parse(url)) as client:
@@ -215,6 +222,28 @@ def test_false_alarms_by_cause_and_source_with_bs5839_flags(
     assert table.returncode == 0, table.stderr
     assert "false alarms (BS 5839-1)" in table.stdout and "smk-a1 (3)" in table.stdout
     assert "investigate" in table.stdout and "100 (4 detectors)" in table.stdout
+
+
+def test_detectors_and_call_points_that_never_operated(false_alarm_db: str, tmp_path) -> None:
+    """With the site file: which detectors and call points sent no test and no alarm in
+    the window, so a maintenance round can be checked against the trail."""
+    site = write_site(tmp_path)
+    r = audit("--influx", false_alarm_db, "--format", "json", "--config", str(site))
+    tested = orjson.loads(r.stdout)["tested"]["test-site"]
+    assert tested["devices"] == 6 and tested["operated"] == 2  # 4 detectors, 2 call points
+    assert tested["not_operated"] == ["smk-a2", "smk-k1", "smk-b1", "mcp-b"]
+    assert set(tested["last"]) == {"smk-a1", "mcp-a"}
+    assert tested["last"]["mcp-a"] == pytest.approx(T0 / NS + 1, abs=0.01)
+    table = audit("--influx", false_alarm_db, "--config", str(site), "--since", "2h")
+    assert ("test-site: 2 of 6 detectors and call points operated (test or alarm) in the "
+            "last 2h; not: smk-a2, smk-k1, smk-b1, mcp-b") in " ".join(table.stdout.split())
+    # before the trail began: none did
+    early = audit("--influx", false_alarm_db, "--format", "json", "--config", str(site),
+                  "--until", "2h")
+    assert orjson.loads(early.stdout)["tested"]["test-site"]["operated"] == 0
+    # without the site file there is no list to check against
+    assert orjson.loads(audit("--influx", false_alarm_db, "--format", "json").stdout)[
+        "tested"] == {}
 
 
 def test_false_alarm_rules() -> None:
