@@ -65,6 +65,11 @@ def audit_db(influxdb: InfluxDB) -> str:
              + trail("south", "inc-c", "s-1", _copy(NUISANCE))
              + trail("south", "inc-d", "s-1", _copy(GOOD)))
 
+    return _written(url, lines)
+
+
+def _written(url: str, lines: list[str]) -> str:
+    """``lines`` written to the database at ``url`` (created); returns ``url``."""
     async def write() -> None:
         async with InfluxClient(InfluxTarget.parse(url)) as client:
             await client.ensure_database()
@@ -181,12 +186,7 @@ def false_alarm_db(influxdb: InfluxDB) -> str:
                                              "kind": "smoke", "state": state},
                                   {"n": 1.0}, T0 + i * NS))
 
-    async def write() -> None:
-        async with InfluxClient(InfluxTarget.parse(url)) as client:
-            await client.ensure_database()
-            await client.write_lines(lines)
-    asyncio.run(write())
-    return url
+    return _written(url, lines)
 
 
 def test_false_alarms_by_cause_and_source_with_bs5839_flags(
