@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -317,3 +318,14 @@ async def test_unreachable_broker_raises_mqtt_error() -> None:
     scenario = parse_scenario("name: x\nsite: x\nduration_s: 1\n")
     with pytest.raises(aiomqtt.MqttError):
         await run_scenario(scenario, f"mqtt://127.0.0.1:{free_port()}")
+
+
+def test_the_drill_example_in_the_docs_is_a_valid_scenario() -> None:
+    """docs/drills.md shows a whole scenario file: it must stay one the simulator takes."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "drills.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    sc = parse_scenario(example, "docs/drills.md")
+    assert sc.site == "taibai-demo" and sc.until_closed and len(sc.events) == 2
+    anywhere = sc.responders["w-07"].confirm_rule("b1-1f-lobby")
+    assert anywhere is not None and (anywhere.decision, anywhere.cause) == ("dismiss", "unwanted")
+    assert sc.responders["guard-1"].page_rule("b1-2f-flats").never  # type: ignore[union-attr]
