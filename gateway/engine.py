@@ -385,8 +385,8 @@ class Engine(Clustering):
         if decision not in ("confirm", "dismiss"):
             raise Refused(f"decision must be confirm or dismiss, got {decision!r}", "bad_payload")
         if cause is not None and (decision != "dismiss" or cause not in FALSE_ALARM_CAUSES):
-            raise Refused(f"cause {cause!r} does not go with {decision}: a dismissal's is one "
-                          f"of {', '.join(FALSE_ALARM_CAUSES)}", "bad_payload")
+            raise Refused(f"cause {_short(cause)} does not go with {decision}: a dismissal's "
+                          f"is one of {', '.join(FALSE_ALARM_CAUSES)}", "bad_payload")
         if self.site.responder(by) is None:
             self._refuse(inc, f"reply by unknown responder {by!r}", "unknown_responder",
                          now_ns, by, f"reply:{decision}")
@@ -507,7 +507,7 @@ class Engine(Clustering):
         """
         inc = self._incident(incident_id)
         if cause is not None and cause not in CAUSES:
-            raise Refused(f"cause must be one of {', '.join(CAUSES)}, got {cause!r}",
+            raise Refused(f"cause must be one of {', '.join(CAUSES)}, got {_short(cause)}",
                           "bad_payload")
         r = self.site.responder(by)
         if r is None:
@@ -1440,6 +1440,11 @@ class Engine(Clustering):
 
 _FEED = "feed:"  # heartbeat key prefix of a feed's far end (a device id has no ':')
 _DEVICE_STATE = {"alarm": "alarm", "clear": "normal", "fault": "fault", "test": None}
+
+
+def _short(value: object) -> str:
+    """A refused value for a message: a short string as itself, anything else by its type."""
+    return repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
 
 
 def _ns(seconds: float) -> int:

@@ -994,10 +994,12 @@ def _cause(obj: dict[str, Any], allowed: tuple[str, ...]) -> str | None:
     cause = obj.get("cause")
     if cause is None:
         return None
-    if cause not in allowed:
-        raise PayloadError(f"cause must be one of {', '.join(allowed)}, not {str(cause)[:40]!r}"
+    if not isinstance(cause, str) or cause not in allowed:
+        # a value, never its repr: a JSON array nested a thousand deep has none
+        got = repr(cause[:40]) if isinstance(cause, str) else f"a JSON {type(cause).__name__}"
+        raise PayloadError(f"cause must be one of {', '.join(allowed)}, not {got}"
                            if allowed else "cause goes with a dismissal or a close only")
-    return str(cause)
+    return cause
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

@@ -1090,3 +1090,17 @@ def test_forged_and_misdirected_answers_are_refused_and_recorded() -> None:
     e.ack("guard-1", inc, "ack", at(6))
     duplicate = _refused(e.ack, "guard-1", inc, "ack", at(7))
     assert duplicate.decisions is None, "a plain repeat is not evidence of anything"
+
+
+def test_a_refused_cause_is_named_without_its_repr() -> None:
+    """A cause nested a thousand lists deep has no repr (RecursionError): the refusal
+    names its type, and the engine is unchanged (found by bench/fuzz.py)."""
+    sim = Sim()
+    inc = start(sim)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(Refused, match="a list") as bad:
+        sim.engine.close(inc, "w-07", "x", sim._clock(5), deep)  # type: ignore[arg-type]
+    assert bad.value.kind == "bad_payload"
+    assert [i.id for i in sim.engine.open_incidents()] == [inc]

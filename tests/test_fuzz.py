@@ -605,6 +605,14 @@ def test_bug_native_deep_value_is_a_payload_error() -> None:
         decode("d", b'{"state":"alarm","kind":' + b"[" * 1000 + b"]" * 1000 + b"}")
 
 
+@pytest.mark.parametrize("topic", ["incident/inc-1/close", "confirm/inc-1/reply"])
+def test_bug_deep_cause_is_a_payload_error(topic: str) -> None:
+    fake = type("FakeGateway", (), {"metrics": Metrics()})()
+    body = (b'{"by":"w-1","decision":"dismiss","cause":' + b"[" * 1000 + b"]" * 1000 + b"}")
+    with pytest.raises(PayloadError, match="not a JSON list"):
+        Gateway._parse(fake, topic, body, 1)  # type: ignore[arg-type]
+
+
 def test_bug_config_deep_nesting_is_a_config_error() -> None:
     d = 2 * sys.getrecursionlimit()
     with pytest.raises(ConfigError):
