@@ -47,7 +47,7 @@ class IncidentReport:
     met: dict[str, bool | None] = field(default_factory=dict)
     segments: dict[str, float] = field(default_factory=dict)  # seconds per stage of the path
     device: str | None = None  # whose alarm opened it (first ``detected``)
-    cause: str | None = None  # given with the dismissal or the close (false_alarms.CAUSES)
+    cause: str | None = None  # given with the dismissal or the close (alerting.causes)
 
     @property
     def outcome(self) -> Outcome:
